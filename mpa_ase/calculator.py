@@ -1,0 +1,141 @@
+"""``MPACalculator``: an ASE calculator for mpa-ase models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from mpa_ase.backbones import load_backbone
+from mpa_ase.graph import AtomsGraph, to_ase
+from mpa_ase.model import MPAModel
+
+DEFAULT_BACKBONE = "chgnet"
+
+_BASE_PROPERTIES = ("energy", "free_energy", "forces", "stress", "energies")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype, default: torch.dtype) -> torch.dtype:
+    if dtype is None:
+        return default
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "float64": torch.float64, "float": torch.float32, "double": torch.float64}
+    if str(dtype) not in table:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    return table[str(dtype)]
+
+
+class MPACalculator(Calculator):
+    """ASE calculator running an mpa-ase model (backbone + property heads).
+
+    Args:
+        model: "default" for the embedded default model, a backbone model name
+            or file understood by the backbone plugin (e.g. "0.3.0" for CHGNet,
+            a ``.model`` file for MACE), or an :class:`MPAModel` instance.
+        backbone: backbone plugin name ("chgnet", "mace", "matgl", ...); the
+            default backbone when None.
+        device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+        dtype: torch.float32/float64 or their names; the backbone's own when None.
+            Never changes torch's global default dtype.
+        neighbor_backend: "auto", "numba" or "torch" (see ``mpa_ase.neighbors``).
+
+    Results are in ASE units: energy eV, forces eV/Å, stress eV/Å³ (Voigt,
+    xx yy zz yz xz xy; only for systems with a 3D cell), per-atom ``energies``
+    eV, and the backbone's extras (CHGNet: ``magmoms``, μB).
+    """
+
+    default_parameters: dict = {}
+
+    def __init__(
+        self,
+        model: str | MPAModel = "default",
+        backbone: str | None = None,
+        device: str | torch.device = "auto",
+        dtype=None,
+        neighbor_backend: str = "auto",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.device = resolve_device(device)
+        if isinstance(model, MPAModel):
+            self.model = model
+        else:
+            name = backbone or DEFAULT_BACKBONE
+            spec = None if model in (None, "default") else model
+            self.model = MPAModel(load_backbone(name, model=spec))
+        self.dtype = resolve_dtype(dtype, self.model.backbone.default_dtype)
+        self.model = self.model.to(device=self.device, dtype=self.dtype).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.neighbor_backend = neighbor_backend
+        self.implemented_properties = list(_BASE_PROPERTIES) + list(self.model.backbone.extra_properties)
+
+    # ------------------------------------------------------------------ ASE
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        unknown = [p for p in properties if p not in self.implemented_properties]
+        if unknown:
+            raise PropertyNotImplementedError(
+                f"unknown property {unknown[0]!r}; this model provides {self.implemented_properties}"
+            )
+        super().calculate(atoms, properties, system_changes)
+        self.results = self._evaluate([self.atoms])[0]
+
+    # -------------------------------------------------------------- batched
+    def calculate_batch(self, structures: Sequence, batch_size: int | None = None) -> list[dict]:
+        """Evaluate many structures in batched model calls.
+
+        Returns one results dict per structure (the same keys and units as
+        ``calc.results``). ``batch_size`` bounds how many structures share one
+        call (all at once when None).
+        """
+        atoms_list = [to_ase(s) for s in structures]
+        step = batch_size or max(1, len(atoms_list))
+        out = []
+        for k in range(0, len(atoms_list), step):
+            out.extend(self._evaluate(atoms_list[k:k + step]))
+        return out
+
+    def build_graph(self, atoms_list: Sequence) -> AtomsGraph:
+        return AtomsGraph.from_atoms(
+            list(atoms_list), self.model.cutoff, dtype=self.dtype, device=self.device,
+            neighbor_backend=self.neighbor_backend,
+        )
+
+    def _evaluate(self, atoms_list: Sequence) -> list[dict]:
+        graph = self.build_graph(atoms_list)
+        out = self.model(graph, compute_forces=True, compute_stress=True)
+        return self._to_results(graph, out)
+
+    def _to_results(self, graph: AtomsGraph, out: dict) -> list[dict]:
+        def per_atom(key):
+            return [t.detach().to("cpu", torch.float64).numpy() for t in graph.split(out[key])]
+
+        energy = out["energy"].detach().to("cpu", torch.float64).numpy()
+        forces = per_atom("forces")
+        energies = per_atom("energies")
+        stress = out["stress"].detach().to("cpu", torch.float64).numpy()
+        extras = {k: per_atom(k) for k in self.model.backbone.extra_properties if k in out}
+        results = []
+        for s in range(graph.num_systems):
+            r = {
+                "energy": float(energy[s]),
+                "free_energy": float(energy[s]),
+                "forces": forces[s],
+                "energies": energies[s],
+            }
+            if np.all(np.isfinite(stress[s])):
+                r["stress"] = full_3x3_to_voigt_6_stress(stress[s])
+            for k, v in extras.items():
+                r[k] = v[s]
+            results.append(r)
+        return results

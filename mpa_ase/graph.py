@@ -1,0 +1,285 @@
+"""The batched atoms graph: the one structure that flows through mpa-ase.
+
+``AtomsGraph`` holds one or many systems concatenated: atoms carry a system
+index (``batch``), edges carry integer cell shifts, and every backbone reads
+its geometry through :meth:`AtomsGraph.edge_vectors`, so that forces and
+stress follow by autograd through positions and cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mpa_ase.errors import MPAInputError, OverlappingAtomsError
+from mpa_ase.neighbors import neighbor_list
+from mpa_ase.neighbors.geometry import as_cell, as_pbc, check_positions
+
+MIN_DISTANCE = 0.1  # Å; closer atoms are an input error, not a structure
+
+
+def to_ase(structure):
+    """Accept ASE ``Atoms`` and pymatgen ``Structure``/``Molecule`` alike."""
+    from ase import Atoms
+
+    if isinstance(structure, Atoms):
+        return structure
+    module = type(structure).__module__
+    if module.startswith("pymatgen"):
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        return AseAtomsAdaptor.get_atoms(structure)
+    raise MPAInputError(
+        f"expected ase.Atoms or a pymatgen Structure/Molecule, got {type(structure).__name__}"
+    )
+
+
+@dataclass
+class SystemNeighbors:
+    """Neighbour list of one system, in numpy, before batching."""
+
+    i: np.ndarray
+    j: np.ndarray
+    shifts: np.ndarray
+
+
+def system_neighbors(
+    positions: np.ndarray,
+    cell: np.ndarray,
+    pbc: np.ndarray,
+    cutoff: float,
+    backend: str = "auto",
+    min_distance: float = MIN_DISTANCE,
+    label: str = "structure",
+) -> SystemNeighbors:
+    """Neighbour list of one system with the overlap check applied."""
+    i, j, s = neighbor_list(positions, cell, pbc, cutoff, backend=backend)
+    if len(i):
+        vec = positions[j] - positions[i] + s @ cell
+        d2 = np.einsum("ij,ij->i", vec, vec)
+        k = int(np.argmin(d2))
+        if d2[k] < min_distance**2:
+            raise OverlappingAtomsError(
+                f"{label}: atoms {int(i[k])} and {int(j[k])} are {np.sqrt(d2[k]):.4f} Å apart "
+                f"(minimum {min_distance} Å); check the positions"
+            )
+    return SystemNeighbors(i, j, s)
+
+
+def validate_atoms(atoms, label: str = "structure") -> None:
+    """Raise :class:`MPAInputError` naming the problem with ``atoms``."""
+    if len(atoms) == 0:
+        raise MPAInputError(f"{label}: empty Atoms (no atoms to evaluate)")
+    check_positions(np.asarray(atoms.positions))
+    numbers = np.asarray(atoms.numbers)
+    if np.any(numbers <= 0):
+        raise MPAInputError(f"{label}: atomic numbers must be positive, got {sorted(set(numbers[numbers <= 0]))}")
+    try:
+        as_cell(atoms.cell.array)
+    except MPAInputError as err:
+        raise MPAInputError(f"{label}: {err}") from None
+
+
+@dataclass
+class AtomsGraph:
+    """One or many atomic systems with their neighbour graph.
+
+    Edge ``e`` goes from centre ``edge_index[0, e]`` (i) to neighbour
+    ``edge_index[1, e]`` (j); its vector is ``r_j - r_i + shifts[e] @ cell``.
+    """
+
+    positions: Tensor  # (N, 3)
+    numbers: Tensor  # (N,) int64
+    cell: Tensor  # (S, 3, 3)
+    pbc: Tensor  # (S, 3) bool
+    edge_index: Tensor  # (2, E) int64
+    shifts: Tensor  # (E, 3) float, integer valued
+    batch: Tensor  # (N,) int64 system index of each atom
+    n_atoms: Tensor  # (S,) int64
+    cutoff: float
+
+    # ---------------------------------------------------------------- build
+    @classmethod
+    def from_atoms(
+        cls,
+        structures,
+        cutoff: float,
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+        neighbor_backend: str = "auto",
+        min_distance: float = MIN_DISTANCE,
+    ) -> AtomsGraph:
+        """Build from one structure or a sequence of them (ASE or pymatgen)."""
+        items = [structures] if not isinstance(structures, (list, tuple)) else list(structures)
+        if not items:
+            raise MPAInputError("no structures given")
+        atoms_list = [to_ase(s) for s in items]
+        neighbors = []
+        for k, atoms in enumerate(atoms_list):
+            label = f"structure {k} ({atoms.get_chemical_formula()})" if len(items) > 1 else (
+                f"structure {atoms.get_chemical_formula()}" if len(atoms) else "structure"
+            )
+            validate_atoms(atoms, label)
+            pos = np.asarray(atoms.positions, dtype=np.float64)
+            neighbors.append(
+                system_neighbors(
+                    pos, as_cell(atoms.cell.array), as_pbc(atoms.pbc), cutoff,
+                    backend=neighbor_backend, min_distance=min_distance, label=label,
+                )
+            )
+        return cls.from_parts(atoms_list, neighbors, cutoff, dtype=dtype, device=device)
+
+    @classmethod
+    def from_parts(
+        cls,
+        atoms_list: Sequence,
+        neighbors: Sequence[SystemNeighbors],
+        cutoff: float,
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+    ) -> AtomsGraph:
+        """Concatenate systems whose neighbour lists are already known."""
+        n_atoms = np.array([len(a) for a in atoms_list], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
+        pos = np.concatenate([np.asarray(a.positions, dtype=np.float64) for a in atoms_list])
+        numbers = np.concatenate([np.asarray(a.numbers, dtype=np.int64) for a in atoms_list])
+        cell = np.stack([as_cell(a.cell.array) for a in atoms_list])
+        pbc = np.stack([as_pbc(a.pbc) for a in atoms_list])
+        i = np.concatenate([nb.i + o for nb, o in zip(neighbors, offsets)])
+        j = np.concatenate([nb.j + o for nb, o in zip(neighbors, offsets)])
+        shifts = np.concatenate([nb.shifts for nb in neighbors])
+        batch = np.repeat(np.arange(len(atoms_list)), n_atoms)
+        t = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dt)  # noqa: E731
+        return cls(
+            positions=t(pos, dtype),
+            numbers=t(numbers, torch.long),
+            cell=t(cell, dtype),
+            pbc=t(pbc, torch.bool),
+            edge_index=t(np.stack([i, j]), torch.long),
+            shifts=t(shifts, dtype),
+            batch=t(batch, torch.long),
+            n_atoms=t(n_atoms, torch.long),
+            cutoff=float(cutoff),
+        )
+
+    # ------------------------------------------------------------ geometry
+    @property
+    def num_systems(self) -> int:
+        return int(self.n_atoms.shape[0])
+
+    @property
+    def num_atoms(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.positions.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.positions.device
+
+    def edge_vectors(self) -> Tensor:
+        """``r_j - r_i + shift @ cell`` for every edge, differentiable in
+        positions and cell."""
+        i, j = self.edge_index
+        edge_batch = self.batch[i]
+        offset = torch.einsum("ek,ekl->el", self.shifts, self.cell[edge_batch])
+        return self.positions[j] - self.positions[i] + offset
+
+    def volumes(self) -> Tensor:
+        return torch.linalg.det(self.cell).abs()
+
+    def sum_per_system(self, per_atom: Tensor) -> Tensor:
+        """Sum a per-atom tensor over the atoms of each system."""
+        out = per_atom.new_zeros((self.num_systems,) + tuple(per_atom.shape[1:]))
+        return out.index_add_(0, self.batch, per_atom)
+
+    def mean_per_system(self, per_atom: Tensor) -> Tensor:
+        counts = self.n_atoms.to(per_atom.dtype).reshape((-1,) + (1,) * (per_atom.dim() - 1))
+        return self.sum_per_system(per_atom) / counts
+
+    def split(self, per_atom: Tensor) -> list[Tensor]:
+        """Split a per-atom tensor into one tensor per system."""
+        return list(torch.split(per_atom, self.n_atoms.tolist()))
+
+    # ----------------------------------------------------------- plumbing
+    def replace(self, **changes) -> AtomsGraph:
+        return dataclasses.replace(self, **changes)
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> AtomsGraph:
+        """Move to ``device`` and cast floating tensors to ``dtype``."""
+        changes = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Tensor):
+                dt = dtype if (dtype is not None and v.is_floating_point()) else None
+                changes[f.name] = v.to(device=device if device is not None else v.device, dtype=dt)
+        return self.replace(**changes)
+
+    def unique_elements(self) -> set[int]:
+        return set(torch.unique(self.numbers).tolist())
+
+
+
+# ------------------------------------------------------------------ edge tools
+def undirected_edges(edge_index: Tensor, shifts: Tensor) -> tuple[Tensor, Tensor]:
+    """Pair each directed edge (i, j, s) with its reverse (j, i, -s).
+
+    Returns ``edge_to_undirected`` (E,) and ``undirected_to_edge`` (U,), the
+    latter pointing at one of the two directed edges of each undirected bond.
+    Raises if the list is not symmetric (a neighbour list from
+    :func:`mpa_ase.neighbors.neighbor_list` always is).
+    """
+    i, j = edge_index
+    s = torch.round(shifts).to(torch.long)
+    positive = (s[:, 0] > 0) | ((s[:, 0] == 0) & ((s[:, 1] > 0) | ((s[:, 1] == 0) & (s[:, 2] > 0))))
+    forward = (i < j) | ((i == j) & positive)
+    a = torch.where(forward, i, j)
+    b = torch.where(forward, j, i)
+    cs = torch.where(forward[:, None], s, -s)
+    key = torch.cat([a[:, None], b[:, None], cs], dim=1)
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)
+    n_und = int(inverse.max()) + 1 if inverse.numel() else 0
+    counts = torch.bincount(inverse, minlength=n_und)
+    if bool((counts != 2).any()):
+        raise ValueError("edge list is not symmetric: some edge has no reverse edge")
+    edge_ids = torch.arange(i.shape[0], device=i.device)
+    und_to_edge = torch.empty(n_und, dtype=torch.long, device=i.device)
+    und_to_edge[inverse[forward]] = edge_ids[forward]
+    return inverse, und_to_edge
+
+
+def edge_pairs_by_centre(centres: Tensor, selected: Tensor, num_atoms: int) -> tuple[Tensor, Tensor]:
+    """All ordered pairs (e1, e2), e1 != e2, of selected edges sharing a centre.
+
+    ``selected`` holds edge ids; returns the two edge-id columns of the pairs
+    (sum over atoms of k(k-1) rows for k selected edges at an atom).
+    """
+    dev = centres.device
+    if selected.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=dev)
+        return empty, empty
+    c = centres[selected]
+    order = torch.argsort(c, stable=True)
+    sel = selected[order]
+    c = c[order]
+    per_atom = torch.bincount(c, minlength=num_atoms)
+    start = torch.cumsum(per_atom, 0) - per_atom
+    k = per_atom[c]  # partners (self included) of each selected edge
+    first = torch.repeat_interleave(torch.arange(sel.shape[0], device=dev), k)
+    within = torch.arange(first.shape[0], device=dev) - torch.repeat_interleave(torch.cumsum(k, 0) - k, k)
+    second = start[c[first]] + within
+    keep = second != first
+    return sel[first[keep]], sel[second[keep]]
