@@ -1,0 +1,119 @@
+"""Backbone discovery through entry points, with a toy backbone package."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.neighborlist import primitive_neighbor_list
+
+import mpa_ase
+from mpa_ase.backbones import ENTRY_POINT_GROUP, list_backbones, load_backbone
+
+TOY_SOURCE = textwrap.dedent(
+    '''
+    import torch
+    from mpa_ase.backbones import Backbone
+
+    class PairBackbone(Backbone):
+        """Morse pairs: E = sum_{i<j} D (1 - exp(-a (r - r0)))^2 - D, smoothly cut."""
+        name = "toy"
+        def __init__(self, cutoff=4.0):
+            super().__init__()
+            self.cutoff = cutoff
+            self.supported_numbers = frozenset({14})
+            self.embedding_dim = 1
+            self.default_dtype = torch.float64
+        def forward(self, graph):
+            r = torch.linalg.norm(graph.edge_vectors(), dim=1)
+            x = r / self.cutoff
+            pair = ((1 - torch.exp(-1.5 * (r - 2.35))) ** 2 - 1) * (1 - x ** 2) ** 2
+            e = pair.new_zeros(graph.num_atoms).index_add_(0, graph.edge_index[0], 0.5 * pair)
+            return {"energies": e, "features": e[:, None]}
+
+    def load_backbone(model=None, **options):
+        return PairBackbone(**options)
+    '''
+)
+
+
+@pytest.fixture
+def toy_package(tmp_path, monkeypatch):
+    """Install a third-party backbone package the way pip lays one out."""
+    (tmp_path / "toy_backbone").mkdir()
+    (tmp_path / "toy_backbone" / "__init__.py").write_text(TOY_SOURCE)
+    dist = tmp_path / "toy_backbone-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-backbone\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\ntoy = toy_backbone:load_backbone\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    yield
+    sys.modules.pop("toy_backbone", None)
+
+
+def _toy_reference_energy(atoms, cutoff=4.0):
+    i, j, d = primitive_neighbor_list("ijd", atoms.pbc, atoms.cell, atoms.positions, cutoff)
+    x = d / cutoff
+    pair = ((1 - np.exp(-1.5 * (d - 2.35))) ** 2 - 1) * (1 - x**2) ** 2
+    return 0.5 * pair.sum()
+
+
+def test_toy_backbone_found_through_entry_point(toy_package):
+    rows = {r["name"]: r for r in list_backbones()}
+    assert rows["toy"]["package"] == "toy-backbone"
+    assert "chgnet" in rows
+    atoms = bulk("Si", "diamond", 5.43) * (2, 1, 1)
+    atoms.rattle(0.05, seed=0)
+    atoms.calc = mpa_ase.MPACalculator(backbone="toy")
+    assert atoms.calc.dtype.is_floating_point
+    e = atoms.get_potential_energy()
+    assert e == pytest.approx(_toy_reference_energy(atoms), abs=1e-10)
+    # forces by autograd equal finite differences of the reference energy
+    h = 1e-5
+    p = atoms.copy(); p.positions[3, 1] += h
+    m = atoms.copy(); m.positions[3, 1] -= h
+    fd = -(_toy_reference_energy(p) - _toy_reference_energy(m)) / (2 * h)
+    assert atoms.get_forces()[3, 1] == pytest.approx(fd, abs=1e-7)
+
+
+def test_toy_backbone_rejects_other_elements(toy_package):
+    atoms = bulk("Ge", "diamond", 5.65)
+    atoms.calc = mpa_ase.MPACalculator(backbone="toy")
+    with pytest.raises(mpa_ase.errors.UnsupportedElementError, match="'toy' does not support element.*Ge"):
+        atoms.get_potential_energy()
+
+
+def test_loader_must_return_a_backbone(tmp_path, monkeypatch):
+    (tmp_path / "bad_backbone.py").write_text("def load(model=None, **kw):\n    return object()\n")
+    dist = tmp_path / "bad_backbone-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-backbone\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nbad = bad_backbone:load\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    with pytest.raises(TypeError, match="not an mpa_ase.backbones.Backbone"):
+        load_backbone("bad")
+
+
+def test_core_does_not_import_backbone_libraries():
+    import subprocess
+
+    code = (
+        "import sys, mpa_ase, mpa_ase.calculator, mpa_ase.model, mpa_ase.graph;"
+        "bad = [m for m in ('chgnet', 'mace', 'matgl') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_lists_backbones():
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "mpa_ase.cli", "list-backbones"], check=True,
+                         capture_output=True, text=True).stdout
+    assert "chgnet" in out and "mpa-ase-chgnet" in out

@@ -1,0 +1,145 @@
+"""Neighbour lists: every backend against ASE and vesin, plus edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.neighborlist import primitive_neighbor_list
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mpa_ase.errors import MPAInputError
+from mpa_ase.neighbors import BACKENDS, neighbor_list
+
+N_CASES = 2000
+
+
+def pair_set(i, j, s):
+    return set(zip(np.asarray(i).tolist(), np.asarray(j).tolist(), map(tuple, np.asarray(s).tolist())))
+
+
+def distances(pos, cell, i, j, s):
+    return np.linalg.norm(pos[j] - pos[i] + s @ cell, axis=1)
+
+
+@st.composite
+def systems(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    n = draw(st.integers(0, 24))
+    pbc = np.array(draw(st.lists(st.booleans(), min_size=3, max_size=3)))
+    cutoff = draw(st.floats(0.5, 6.0))
+    kind = draw(st.sampled_from(["ortho", "triclinic", "skewed", "none"]))
+    if kind == "ortho":
+        cell = np.diag(rng.uniform(1.5, 9.0, 3))
+    elif kind == "triclinic":
+        cell = np.diag(rng.uniform(2.0, 8.0, 3)) + np.tril(rng.uniform(-2, 2, (3, 3)), -1)
+    elif kind == "skewed":
+        a = rng.uniform(2.0, 6.0)
+        cell = np.array([[a, 0, 0], [rng.uniform(-3, 3) * a, a, 0], [rng.uniform(-2, 2) * a, rng.uniform(-2, 2) * a, a]])
+    else:
+        cell = np.zeros((3, 3))
+        pbc = np.zeros(3, dtype=bool)
+    spacing = 1 / np.linalg.norm(np.linalg.inv(cell), axis=0) if kind != "none" else [np.inf] * 3
+    # keep the ASE reference affordable: at most ~8 images per direction
+    if kind != "none" and np.any(pbc & (cutoff / np.asarray(spacing) > 8)):
+        cutoff = 0.5 * float(np.min(np.asarray(spacing)[pbc]))
+    frac = rng.uniform(-0.6, 1.6, (n, 3))
+    pos = frac @ cell if kind != "none" else rng.uniform(-4, 4, (n, 3))
+    return pos, cell, pbc, cutoff
+
+
+def _check_against_reference(pos, cell, pbc, cutoff, backend):
+    ai, aj, aS = primitive_neighbor_list("ijS", pbc, cell, pos, cutoff, self_interaction=False)
+    i, j, s = neighbor_list(pos, cell, pbc, cutoff, backend=backend)
+    assert len(i) == len(ai)
+    assert pair_set(i, j, s) == pair_set(ai, aj, aS)
+    if len(i):
+        got = dict(zip(zip(i.tolist(), j.tolist(), map(tuple, s.tolist())), distances(pos, cell, i, j, s)))
+        ref = distances(pos, cell, ai, aj, aS)
+        for key, d in zip(zip(ai.tolist(), aj.tolist(), map(tuple, aS.tolist())), ref):
+            assert abs(got[key] - d) < 1e-6
+        assert np.all(distances(pos, cell, i, j, s) < cutoff)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=N_CASES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(system=systems())
+def test_matches_ase(backend, system):
+    _check_against_reference(*system, backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(system=systems())
+def test_matches_vesin(backend, system):
+    vesin = pytest.importorskip("vesin")
+    pos, cell, pbc, cutoff = system
+    if len(pos) == 0:
+        return
+    vi, vj, vS = vesin.NeighborList(cutoff=cutoff, full_list=True).compute(pos, cell, pbc.tolist(), "ijS")
+    i, j, s = neighbor_list(pos, cell, pbc, cutoff, backend=backend)
+    assert pair_set(i, j, s) == pair_set(vi, vj, vS)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_atom_cell_many_images(backend):
+    cell = np.array([[2.0, 0, 0], [0.3, 2.1, 0], [0.2, 0.4, 1.9]])
+    pos = np.array([[0.1, 0.2, 0.3]])
+    _check_against_reference(pos, cell, np.ones(3, bool), 5.5, backend)
+    i, j, s = neighbor_list(pos, cell, True, 5.5, backend=backend)
+    assert np.all(i == 0) and np.all(j == 0) and not np.any(np.all(s == 0, axis=1))
+    assert len(i) > 50  # self-images only, many of them
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exact_cutoff_is_excluded(backend):
+    pos = np.array([[0.0, 0, 0], [2.0, 0, 0], [0, 1.5, 0]])
+    i, j, s = neighbor_list(pos, None, False, 2.0, backend=backend)
+    assert pair_set(i, j, s) == {(0, 2, (0, 0, 0)), (2, 0, (0, 0, 0))}  # 0-1 at exactly 2.0 Å: out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_and_isolated(backend):
+    i, j, s = neighbor_list(np.zeros((0, 3)), None, False, 3.0, backend=backend)
+    assert i.shape == (0,) and s.shape == (0, 3)
+    i, j, s = neighbor_list(np.array([[0.0, 0, 0], [10, 0, 0]]), None, False, 3.0, backend=backend)
+    assert len(i) == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_torch_in_torch_out_and_sorted(backend):
+    rng = np.random.default_rng(0)
+    cell = np.diag([5.0, 6.0, 7.0])
+    pos = rng.uniform(0, 5, (30, 3))
+    i, j, s = neighbor_list(torch.from_numpy(pos), torch.from_numpy(cell), torch.tensor([True, False, True]), 3.0,
+                            backend=backend, sort=True)
+    assert isinstance(i, torch.Tensor) and i.dtype == torch.long and s.shape[1] == 3
+    ni, nj, ns = neighbor_list(pos, cell, [True, False, True], 3.0, backend="torch", sort=True)
+    assert np.array_equal(i.numpy(), ni) and np.array_equal(j.numpy(), nj) and np.array_equal(s.numpy(), ns)
+    key = np.stack([ni, nj, *ns.T], 1)
+    assert all(tuple(a) <= tuple(b) for a, b in zip(key[:-1], key[1:]))
+
+
+def test_bad_input():
+    with pytest.raises(MPAInputError, match="cutoff"):
+        neighbor_list(np.zeros((2, 3)), None, False, -1.0)
+    with pytest.raises(MPAInputError, match="NaN"):
+        neighbor_list(np.array([[0.0, 0, np.nan]]), None, False, 2.0)
+    with pytest.raises(MPAInputError, match="vector b"):
+        neighbor_list(np.zeros((1, 3)), np.diag([3.0, 0.0, 3.0]), True, 2.0)
+    with pytest.raises(MPAInputError, match="unknown neighbour-list backend"):
+        neighbor_list(np.zeros((1, 3)), None, False, 2.0, backend="fortran")
+
+
+def test_mixed_pbc_slab_with_zero_vacuum_vector():
+    rng = np.random.default_rng(2)
+    cell = np.array([[4.0, 0, 0], [1.0, 4.0, 0], [0, 0, 0]])
+    pos = rng.uniform(0, 4, (12, 3))
+    pbc = np.array([True, True, False])
+    ref_cell = cell.copy(); ref_cell[2, 2] = 1.0  # ASE wants a cell vector; unused along c
+    ai, aj, aS = primitive_neighbor_list("ijS", pbc, ref_cell, pos, 3.0, self_interaction=False)
+    for backend in BACKENDS:
+        i, j, s = neighbor_list(pos, cell, pbc, 3.0, backend=backend)
+        assert pair_set(i, j, s) == pair_set(ai, aj, aS)
