@@ -12,6 +12,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mpa_ase.backbones import load_backbone
 from mpa_ase.graph import AtomsGraph, to_ase
 from mpa_ase.model import MPAModel
+from mpa_ase.neighbors.verlet import VerletNeighbors
 
 DEFAULT_BACKBONE = "chgnet"
 
@@ -47,7 +48,11 @@ class MPACalculator(Calculator):
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         dtype: torch.float32/float64 or their names; the backbone's own when None.
             Never changes torch's global default dtype.
-        neighbor_backend: "auto", "numba" or "torch" (see ``mpa_ase.neighbors``).
+        neighbor_backend: "auto", "numba", "triton" or "torch" (see ``mpa_ase.neighbors``).
+        skin: Verlet skin in Å. Successive calls on one structure reuse its
+            neighbour list, built at cutoff + skin, while no atom has moved more
+            than skin/2 and the cell is unchanged; results equal a fresh
+            build. 0 rebuilds on every call.
 
     Results are in ASE units: energy eV, forces eV/Å, stress eV/Å³ (Voigt,
     xx yy zz yz xz xy; only for systems with a 3D cell), per-atom ``energies``
@@ -63,6 +68,7 @@ class MPACalculator(Calculator):
         device: str | torch.device = "auto",
         dtype=None,
         neighbor_backend: str = "auto",
+        skin: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -78,6 +84,7 @@ class MPACalculator(Calculator):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.neighbor_backend = neighbor_backend
+        self.verlet = VerletNeighbors(self.model.cutoff, skin, backend=neighbor_backend)
         self.implemented_properties = list(_BASE_PROPERTIES) + list(self.model.backbone.extra_properties)
 
     # ------------------------------------------------------------------ ASE
@@ -88,7 +95,11 @@ class MPACalculator(Calculator):
                 f"unknown property {unknown[0]!r}; this model provides {self.implemented_properties}"
             )
         super().calculate(atoms, properties, system_changes)
-        self.results = self._evaluate([self.atoms])[0]
+        graph = AtomsGraph.from_atoms(
+            self.atoms, self.model.cutoff, dtype=self.dtype, device=self.device,
+            neighbor_backend=self.neighbor_backend, verlet=self.verlet,
+        )
+        self.results = self._run(graph)[0]
 
     # -------------------------------------------------------------- batched
     def calculate_batch(self, structures: Sequence, batch_size: int | None = None) -> list[dict]:
@@ -112,7 +123,9 @@ class MPACalculator(Calculator):
         )
 
     def _evaluate(self, atoms_list: Sequence) -> list[dict]:
-        graph = self.build_graph(atoms_list)
+        return self._run(self.build_graph(atoms_list))
+
+    def _run(self, graph: AtomsGraph) -> list[dict]:
         out = self.model(graph, compute_forces=True, compute_stress=True)
         return self._to_results(graph, out)
 

@@ -87,7 +87,7 @@ def cmd_demo(args) -> int:
     print(f"relaxed ({'converged' if converged else 'NOT converged'} in {opt.nsteps} steps): "
           f"E = {atoms.get_potential_energy():.4f} eV, a = {atoms.cell.lengths()[0]:.3f} Å, fmax = {fmax:.4f} eV/Å")
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
-    md = Langevin(atoms, 2 * units.fs, temperature_K=300, friction=0.02, rng=np.random.default_rng(1))
+    md = Langevin(atoms, 2 * units.fs, temperature_K=300, friction=0.02, fixcm=False, rng=np.random.default_rng(1))
     for step in range(0, args.md_steps + 1, max(1, args.md_steps // 5)):
         if step:
             md.run(max(1, args.md_steps // 5))

@@ -56,9 +56,14 @@ def system_neighbors(
     backend: str = "auto",
     min_distance: float = MIN_DISTANCE,
     label: str = "structure",
+    verlet=None,
 ) -> SystemNeighbors:
-    """Neighbour list of one system with the overlap check applied."""
-    i, j, s = neighbor_list(positions, cell, pbc, cutoff, backend=backend)
+    """Neighbour list of one system with the overlap check applied; ``verlet``
+    (a :class:`~mpa_ase.neighbors.verlet.VerletNeighbors`) reuses an earlier list."""
+    if verlet is not None:
+        i, j, s = verlet.get(positions, cell, pbc)
+    else:
+        i, j, s = neighbor_list(positions, cell, pbc, cutoff, backend=backend)
     if len(i):
         vec = positions[j] - positions[i] + s @ cell
         d2 = np.einsum("ij,ij->i", vec, vec)
@@ -114,12 +119,19 @@ class AtomsGraph:
         device: str | torch.device = "cpu",
         neighbor_backend: str = "auto",
         min_distance: float = MIN_DISTANCE,
+        verlet=None,
     ) -> AtomsGraph:
-        """Build from one structure or a sequence of them (ASE or pymatgen)."""
+        """Build from one structure or a sequence of them (ASE or pymatgen).
+
+        ``verlet`` (one :class:`~mpa_ase.neighbors.verlet.VerletNeighbors`)
+        reuses the neighbour list of a single structure across calls.
+        """
         items = [structures] if not isinstance(structures, (list, tuple)) else list(structures)
         if not items:
             raise MPAInputError("no structures given")
         atoms_list = [to_ase(s) for s in items]
+        if verlet is not None and len(atoms_list) != 1:
+            raise ValueError("a Verlet neighbour cache serves one structure at a time")
         neighbors = []
         for k, atoms in enumerate(atoms_list):
             label = f"structure {k} ({atoms.get_chemical_formula()})" if len(items) > 1 else (
@@ -130,7 +142,7 @@ class AtomsGraph:
             neighbors.append(
                 system_neighbors(
                     pos, as_cell(atoms.cell.array), as_pbc(atoms.pbc), cutoff,
-                    backend=neighbor_backend, min_distance=min_distance, label=label,
+                    backend=neighbor_backend, min_distance=min_distance, label=label, verlet=verlet,
                 )
             )
         return cls.from_parts(atoms_list, neighbors, cutoff, dtype=dtype, device=device)
@@ -249,8 +261,14 @@ def undirected_edges(edge_index: Tensor, shifts: Tensor) -> tuple[Tensor, Tensor
     a = torch.where(forward, i, j)
     b = torch.where(forward, j, i)
     cs = torch.where(forward[:, None], s, -s)
-    key = torch.cat([a[:, None], b[:, None], cs], dim=1)
-    _, inverse = torch.unique(key, dim=0, return_inverse=True)
+    # One int64 key per undirected bond; torch.unique over rows (dim=0) is
+    # far slower than over scalars.
+    n_atoms = int(edge_index.max()) + 1 if edge_index.numel() else 1
+    reach = int(s.abs().max()) if s.numel() else 0
+    base = 2 * reach + 1
+    cs = cs + reach
+    key = (((a * n_atoms + b) * base + cs[:, 0]) * base + cs[:, 1]) * base + cs[:, 2]
+    _, inverse = torch.unique(key, return_inverse=True)
     n_und = int(inverse.max()) + 1 if inverse.numel() else 0
     counts = torch.bincount(inverse, minlength=n_und)
     if bool((counts != 2).any()):

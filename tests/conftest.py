@@ -14,6 +14,13 @@ from ase.spacegroup import crystal
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Without a GPU, Triton kernels are tested in Triton's interpreter; the
+# variable must be set before triton is first imported.
+import torch  # noqa: E402
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def shared_data_dir() -> Path | None:
     """``$MPA_SHARED_DATA`` or ``../shared/data`` beside the repository."""

@@ -50,7 +50,13 @@ def systems(draw):
     return pos, cell, pbc, cutoff
 
 
+def _need(backend):
+    if backend == "triton":
+        pytest.importorskip("triton")
+
+
 def _check_against_reference(pos, cell, pbc, cutoff, backend):
+    _need(backend)
     ai, aj, aS = primitive_neighbor_list("ijS", pbc, cell, pos, cutoff, self_interaction=False)
     i, j, s = neighbor_list(pos, cell, pbc, cutoff, backend=backend)
     assert len(i) == len(ai)
@@ -75,6 +81,7 @@ def test_matches_ase(backend, system):
 @given(system=systems())
 def test_matches_vesin(backend, system):
     vesin = pytest.importorskip("vesin")
+    _need(backend)
     pos, cell, pbc, cutoff = system
     if len(pos) == 0:
         return

@@ -18,7 +18,7 @@ import numpy as np
 from mpa_ase.errors import MPAInputError
 from mpa_ase.neighbors.geometry import as_cell, as_pbc, cell_info, check_positions
 
-BACKENDS = ("numba", "torch")
+BACKENDS = ("numba", "torch", "triton")
 
 __all__ = ["BACKENDS", "neighbor_list", "sort_pairs"]
 
@@ -39,9 +39,19 @@ def sort_pairs(i, j, shifts):
     return i[order], j[order], shifts[order]
 
 
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def resolve_backend(backend: str, on_cuda: bool) -> str:
     if backend == "auto":
-        return "torch" if on_cuda else "numba"
+        if on_cuda:
+            return "triton" if _triton_available() else "torch"
+        return "numba"
     if backend not in BACKENDS:
         raise MPAInputError(f"unknown neighbour-list backend {backend!r}; choose from {BACKENDS}")
     return backend
@@ -55,7 +65,8 @@ def neighbor_list(positions, cell, pbc, cutoff: float, backend: str = "auto", so
         cell: (3, 3) cell (rows are vectors), or None for a non-periodic system.
         pbc: bool or three bools.
         cutoff: radius in Å; pairs at exactly ``cutoff`` are excluded.
-        backend: "auto" (Numba on CPU, torch for CUDA tensors), "numba" or "torch".
+        backend: "auto" (Numba for CPU data, Triton for CUDA tensors), "numba",
+            "triton" (CUDA tensors, or CPU under TRITON_INTERPRET=1) or "torch".
         sort: order the pairs by (i, j, shift).
     """
     torch_in = _is_torch(positions)
@@ -90,10 +101,13 @@ def neighbor_list(positions, cell, pbc, cutoff: float, backend: str = "auto", so
     else:
         import torch
 
-        from mpa_ase.neighbors.torch_ref import neighbor_list_torch
+        if name == "triton":
+            from mpa_ase.neighbors.triton_gpu import neighbor_list_triton as kernel
+        else:
+            from mpa_ase.neighbors.torch_ref import neighbor_list_torch as kernel
 
         pos_t = positions.detach() if torch_in else torch.from_numpy(pos_np)
-        i, j, s = neighbor_list_torch(pos_t, info, float(cutoff))
+        i, j, s = kernel(pos_t, info, float(cutoff))
         if not torch_in:
             i, j, s = i.numpy(), j.numpy(), s.numpy()
     if sort:

@@ -99,3 +99,35 @@ def check_positions(positions: np.ndarray) -> None:
         raise MPAInputError(
             f"positions contain NaN or inf (atoms {bad[:10].tolist()})"
         )
+
+
+BINS_PER_CUTOFF = 2  # bins this many times thinner than the cutoff when atoms are dense enough
+
+
+@dataclass(frozen=True)
+class BinGrid:
+    """Cell-list grid over fractional coordinates (shared by the backends)."""
+
+    lo: np.ndarray  # (3,) fractional origin of the grid
+    width: np.ndarray  # (3,) fractional extent of the grid
+    nb: np.ndarray  # (3,) bins per axis
+    reach: np.ndarray  # (3,) bins to scan on each side
+
+
+def bin_grid(frac_min: np.ndarray, frac_max: np.ndarray, info: CellInfo, cutoff: float, n_atoms: int) -> BinGrid:
+    """Grid for wrapped fractional coordinates: the unit cell along periodic
+    axes, the atoms' span along the others (whose completed vectors are unit
+    length). Bins are ``cutoff / BINS_PER_CUTOFF`` thick, but never so thin that
+    there are more bins than atoms."""
+    lo = np.where(info.pbc, 0.0, frac_min)
+    width = np.where(info.pbc, 1.0, frac_max - lo)
+    spacing = 1.0 / np.linalg.norm(info.inverse, axis=0)  # Å per fractional unit
+    extent = width * spacing
+    min_len = cutoff / BINS_PER_CUTOFF
+    volume = float(np.prod(np.maximum(extent, min_len)))
+    bin_len = max(min_len, (volume / max(n_atoms, 1)) ** (1.0 / 3.0))
+    nb = np.maximum(1, np.floor(extent / bin_len)).astype(np.int64)
+    thickness = np.where(extent > 0, extent / nb, np.inf)
+    reach = np.ceil(cutoff / thickness)
+    reach = np.where(info.pbc, reach, np.minimum(nb - 1, reach)).astype(np.int64)
+    return BinGrid(lo=lo, width=width, nb=nb, reach=reach)

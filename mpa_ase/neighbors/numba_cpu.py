@@ -1,7 +1,7 @@
 """Numba cell-list neighbour search for the CPU.
 
 Atoms are wrapped into the cell, binned on a grid in fractional coordinates
-(bins at least ``cutoff / bins_per_cutoff`` thick), and each atom scans the
+(see :func:`~mpa_ase.neighbors.geometry.bin_grid`), and each atom scans the
 bins within reach, each reached bin standing for one periodic image. Two
 passes (count, then fill) keep the output exact-sized and the work parallel
 over atoms without locks; the result is deterministic for a given input.
@@ -12,9 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from mpa_ase.neighbors.geometry import CellInfo
-
-BINS_PER_CUTOFF = 2
+from mpa_ase.neighbors.geometry import CellInfo, bin_grid
 
 
 @numba.njit(cache=True, inline="always")
@@ -86,18 +84,8 @@ def neighbor_list_numba(
     offsets = np.where(info.pbc, np.floor(frac), 0.0)
     frac = frac - offsets
     wrapped = np.ascontiguousarray(frac @ info.cell)
-    # Fractional extent of each axis: the unit cell along periodic ones, the
-    # atoms' span along the others (whose completed vectors are unit length).
-    lo = np.where(info.pbc, 0.0, frac.min(axis=0))
-    width = np.where(info.pbc, 1.0, frac.max(axis=0) - lo)
-    spacing = 1.0 / np.linalg.norm(info.inverse, axis=0)  # plane spacing per fractional unit
-    extent = width * spacing
-    bin_len = cutoff / BINS_PER_CUTOFF
-    nb = np.maximum(1, np.floor(extent / bin_len)).astype(np.int64)
-    # Scan reach in bins: cutoff / bin thickness, so that any partner is covered.
-    thickness = np.where(extent > 0, extent / nb, np.inf)
-    reach = np.where(info.pbc, np.ceil(cutoff / thickness), np.minimum(nb - 1, np.ceil(cutoff / thickness)))
-    reach = reach.astype(np.int64)
+    grid = bin_grid(frac.min(axis=0), frac.max(axis=0), info, cutoff, n)
+    lo, width, nb, reach = grid.lo, grid.width, grid.nb, grid.reach
     scaled = (frac - lo) / np.where(width > 0, width, 1.0)
     bin_of = np.clip(np.floor(scaled * nb), 0, nb - 1).astype(np.int64)
     flat = (bin_of[:, 0] * nb[1] + bin_of[:, 1]) * nb[2] + bin_of[:, 2]
