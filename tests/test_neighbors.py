@@ -150,3 +150,15 @@ def test_mixed_pbc_slab_with_zero_vacuum_vector():
     for backend in BACKENDS:
         i, j, s = neighbor_list(pos, cell, pbc, 3.0, backend=backend)
         assert pair_set(i, j, s) == pair_set(ai, aj, aS)
+
+
+def test_numba_overflow_path(monkeypatch):
+    """Slices sized too small (forced) still give the exact list."""
+    from mpa_ase.neighbors import numba_cpu
+
+    monkeypatch.setattr(numba_cpu, "_MARGIN", 0.05)
+    rng = np.random.default_rng(5)
+    cell = np.diag([9.0, 8.0, 10.0])
+    pos = rng.uniform(0, 9, (150, 3))
+    pos[:40] = rng.normal(4.0, 0.6, (40, 3))  # a dense clump beside a dilute gas
+    _check_against_reference(pos, cell, np.array([True, True, False]), 4.0, "numba")

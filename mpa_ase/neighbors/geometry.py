@@ -72,10 +72,23 @@ def complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
 class CellInfo:
     """What a backend needs to know about one system's cell."""
 
-    cell: np.ndarray  # (3, 3) completed cell
-    inverse: np.ndarray  # (3, 3) inverse of the completed cell
+    cell: np.ndarray  # (3, 3) completed, Minkowski-reduced cell
+    inverse: np.ndarray  # (3, 3) inverse of ``cell``
     pbc: np.ndarray  # (3,) bool
     n_images: np.ndarray  # (3,) int: images needed each side along each vector
+    to_input: np.ndarray | None = None  # (3, 3) int: shifts @ to_input are shifts of the given cell
+
+    def shifts_to_input(self, shifts):
+        """Shifts found in ``cell`` expressed in the caller's cell (numpy or torch)."""
+        if self.to_input is None:
+            return shifts
+        op = self.to_input
+        if isinstance(shifts, np.ndarray):  # integer matmul has no BLAS: spell it out
+            return shifts[:, 0:1] * op[0] + shifts[:, 1:2] * op[1] + shifts[:, 2:3] * op[2]
+        import torch
+
+        op = torch.as_tensor(self.to_input, device=shifts.device)
+        return (shifts[:, :, None] * op[None]).sum(1)
 
 
 def cell_info(cell, pbc, cutoff: float) -> CellInfo:
@@ -83,12 +96,21 @@ def cell_info(cell, pbc, cutoff: float) -> CellInfo:
         raise MPAInputError(f"cutoff must be a positive finite number, got {cutoff}")
     pbc = as_pbc(pbc)
     full = complete_cell(as_cell(cell), pbc)
+    to_input = None
+    if pbc.any():
+        # A skewed cell is searched in its Minkowski-reduced form (same
+        # lattice): fewer images and bins; shifts are mapped back afterwards.
+        from ase.geometry import minkowski_reduce
+
+        reduced, op = minkowski_reduce(full, pbc=pbc)
+        if not np.array_equal(op, np.eye(3, dtype=op.dtype)):
+            full, to_input = np.asarray(reduced, dtype=np.float64), np.asarray(op, dtype=np.int64)
     inv = np.linalg.inv(full)
     # Distance between lattice planes k is 1/|column k of inv|; images needed
     # on each side for wrapped positions is ceil(cutoff / spacing).
     spacing_inv = np.linalg.norm(inv, axis=0)
     n_images = np.where(pbc, np.ceil(cutoff * spacing_inv), 0).astype(np.int64)
-    return CellInfo(cell=full, inverse=inv, pbc=pbc, n_images=n_images)
+    return CellInfo(cell=full, inverse=inv, pbc=pbc, n_images=n_images, to_input=to_input)
 
 
 def check_positions(positions: np.ndarray) -> None:

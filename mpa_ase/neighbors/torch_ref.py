@@ -65,4 +65,4 @@ def neighbor_list_torch(
     i = torch.cat(out_i)
     j = torch.cat(out_j)
     shifts = images[torch.cat(out_s)] - offsets[j] + offsets[i]
-    return i, j, shifts
+    return i, j, info.shifts_to_input(shifts)

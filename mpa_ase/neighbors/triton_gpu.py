@@ -182,4 +182,4 @@ def neighbor_list_triton(
         _neighbor_kernel[launch](*args, counts, starts, out_i, out_j, out_s, FILL=True, **meta)
     off = offsets.to(torch.long)
     out_s += off[out_i] - off[out_j]
-    return out_i, out_j, out_s
+    return out_i, out_j, info.shifts_to_input(out_s)
