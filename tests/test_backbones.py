@@ -117,3 +117,17 @@ def test_cli_lists_backbones():
     out = subprocess.run([sys.executable, "-m", "mpa_ase.cli", "list-backbones"], check=True,
                          capture_output=True, text=True).stdout
     assert "chgnet" in out and "mpa-ase-chgnet" in out
+
+
+def test_plugin_template_installs_and_runs():
+    """examples/backbone-plugin-template, installed by the README test command."""
+    pytest.importorskip("mpa_ase_morse", reason="pip install ./examples/backbone-plugin-template")
+    assert "morse" in {r["name"] for r in list_backbones()}
+    atoms = bulk("Cu", "fcc", 3.61) * (2, 2, 2)
+    atoms.rattle(0.05, seed=4)
+    atoms.calc = mpa_ase.MPACalculator(backbone="morse")
+    i, j, d = primitive_neighbor_list("ijd", atoms.pbc, atoms.cell, atoms.positions, 6.0)
+    depth, alpha, r0 = 0.3429, 1.3588, 2.866
+    ref = 0.5 * np.sum(depth * ((1 - np.exp(-alpha * (d - r0))) ** 2 - 1) * (1 - (d / 6.0) ** 2) ** 2)
+    assert atoms.get_potential_energy() == pytest.approx(ref, abs=1e-9)
+    assert np.abs(atoms.get_forces().sum(axis=0)).max() < 1e-10  # momentum conservation
