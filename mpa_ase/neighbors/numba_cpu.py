@@ -67,9 +67,9 @@ def _scan_chunk(a0, a1, ps, ids, off, bins, bin_start, nb, reach, pbc, cell, op,
                                 iq = ids[q]
                                 k = w0 + w
                                 # shift of the unwrapped positions, in the caller's cell
-                                ux = sx + off[ip, 0] - off[iq, 0]
-                                uy = sy + off[ip, 1] - off[iq, 1]
-                                uz = sz + off[ip, 2] - off[iq, 2]
+                                ux = sx + off[p, 0] - off[q, 0]
+                                uy = sy + off[p, 1] - off[q, 1]
+                                uz = sz + off[p, 2] - off[q, 2]
                                 tx = ux * op[0, 0] + uy * op[1, 0] + uz * op[2, 0]
                                 ty = ux * op[0, 1] + uy * op[1, 1] + uz * op[2, 1]
                                 tz = ux * op[0, 2] + uy * op[1, 2] + uz * op[2, 2]
@@ -137,7 +137,7 @@ def neighbor_list_numba(
     ps = np.ascontiguousarray((frac @ info.cell)[order])
     bins = np.ascontiguousarray(bin_of[order])
     ids = order.astype(np.int64)
-    off = offsets.astype(np.int64)
+    off = np.ascontiguousarray(offsets.astype(np.int64)[order])  # bin order: no cache misses
 
     # Slice sizes from the local density (atoms of the own bin over its volume).
     spacing = 1.0 / np.linalg.norm(info.inverse, axis=0)
