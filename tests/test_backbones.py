@@ -41,17 +41,20 @@ TOY_SOURCE = textwrap.dedent(
 )
 
 
+def install_fake_distribution(root, monkeypatch, module: str, source: str, entry_point: str) -> None:
+    """Lay out a one-module distribution the way pip installs one, on sys.path."""
+    (root / f"{module}.py").write_text(source)
+    dist = root / f"{module}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{entry_point}\n")
+    monkeypatch.syspath_prepend(str(root))
+    importlib.invalidate_caches()
+
+
 @pytest.fixture
 def toy_package(tmp_path, monkeypatch):
-    """Install a third-party backbone package the way pip lays one out."""
-    (tmp_path / "toy_backbone").mkdir()
-    (tmp_path / "toy_backbone" / "__init__.py").write_text(TOY_SOURCE)
-    dist = tmp_path / "toy_backbone-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-backbone\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\ntoy = toy_backbone:load_backbone\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
+    install_fake_distribution(tmp_path, monkeypatch, "toy_backbone", TOY_SOURCE, "toy = toy_backbone:load_backbone")
     yield
     sys.modules.pop("toy_backbone", None)
 
@@ -89,13 +92,8 @@ def test_toy_backbone_rejects_other_elements(toy_package):
 
 
 def test_loader_must_return_a_backbone(tmp_path, monkeypatch):
-    (tmp_path / "bad_backbone.py").write_text("def load(model=None, **kw):\n    return object()\n")
-    dist = tmp_path / "bad_backbone-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-backbone\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nbad = bad_backbone:load\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
+    install_fake_distribution(tmp_path, monkeypatch, "bad_backbone",
+                              "def load(model=None, **kw):\n    return object()\n", "bad = bad_backbone:load")
     with pytest.raises(TypeError, match="not an mpa_ase.backbones.Backbone"):
         load_backbone("bad")
 

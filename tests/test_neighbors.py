@@ -77,7 +77,7 @@ def test_matches_ase(backend, system):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=N_CASES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(system=systems())
 def test_matches_vesin(backend, system):
     vesin = pytest.importorskip("vesin")
