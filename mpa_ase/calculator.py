@@ -56,7 +56,9 @@ class MPACalculator(Calculator):
 
     Results are in ASE units: energy eV, forces eV/Å, stress eV/Å³ (Voigt,
     xx yy zz yz xz xy; only for systems with a 3D cell), per-atom ``energies``
-    eV, and the backbone's extras (CHGNet: ``magmoms``, μB).
+    eV, and the backbone's extras (CHGNet: ``magmoms``, μB). Each property
+    head adds ``results[name]`` and ``results[name + "_std"]`` in the unit
+    listed by ``calc.heads[name]["unit"]``.
     """
 
     default_parameters: dict = {}
@@ -86,6 +88,13 @@ class MPACalculator(Calculator):
         self.neighbor_backend = neighbor_backend
         self.verlet = VerletNeighbors(self.model.cutoff, skin, backend=neighbor_backend)
         self.implemented_properties = list(_BASE_PROPERTIES) + list(self.model.backbone.extra_properties)
+        for name in self.model.heads:
+            self.implemented_properties += [name, f"{name}_std"]
+
+    @property
+    def heads(self) -> dict[str, dict]:
+        """Property heads of the model: name -> unit, nature, training data, ..."""
+        return {name: head.describe() for name, head in self.model.heads.items()}
 
     # ------------------------------------------------------------------ ASE
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
@@ -138,6 +147,10 @@ class MPACalculator(Calculator):
         energies = per_atom("energies")
         stress = out["stress"].detach().to("cpu", torch.float64).numpy()
         extras = {k: per_atom(k) for k in self.model.backbone.extra_properties if k in out}
+        per_system = {}
+        for name in self.model.heads:
+            for key in (name, f"{name}_std"):
+                per_system[key] = out[key].detach().to("cpu", torch.float64).numpy()
         results = []
         for s in range(graph.num_systems):
             r = {
@@ -150,5 +163,7 @@ class MPACalculator(Calculator):
                 r["stress"] = full_3x3_to_voigt_6_stress(stress[s])
             for k, v in extras.items():
                 r[k] = v[s]
+            for k, v in per_system.items():
+                r[k] = float(v[s])
             results.append(r)
         return results

@@ -68,6 +68,7 @@ class MPAModel(nn.Module):
                     results["stress"] = torch.where(
                         has_cell[:, None, None], stress, torch.full_like(stress, float("nan"))
                     )
-        for name, head in self.heads.items():
-            results.update(head(out["features"], graph))
+        with torch.set_grad_enabled(self.training):
+            for head in self.heads.values():
+                results.update(head(out["features"], graph))
         return results

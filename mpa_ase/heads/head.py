@@ -1,0 +1,122 @@
+"""Property heads: a deep ensemble of readouts over backbone embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from mpa_ase.graph import AtomsGraph
+from mpa_ase.heads.readouts import Readout
+
+TRANSFORMS = ("identity", "log10")
+TASKS = ("regression", "classification")
+
+
+class TargetTransform(nn.Module):
+    """Physical value y <-> model space z = (f(y) - shift) / scale, f = identity or log10.
+
+    log10 suits positive quantities spanning decades (ionic conductivity);
+    shift/scale standardise the target so heads train at unit scale.
+    """
+
+    def __init__(self, kind: str = "identity", shift: float = 0.0, scale: float = 1.0):
+        super().__init__()
+        if kind not in TRANSFORMS:
+            raise ValueError(f"unknown transform {kind!r}; choose from {TRANSFORMS}")
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        self.kind = kind
+        self.register_buffer("shift", torch.tensor(float(shift), dtype=torch.float64))
+        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float64))
+
+    def forward(self, y: Tensor) -> Tensor:
+        if self.kind == "log10":
+            if bool((y <= 0).any()):
+                raise ValueError("log10 transform needs positive target values")
+            y = torch.log10(y)
+        return (y - self.shift.to(y.dtype)) / self.scale.to(y.dtype)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        f = z * self.scale.to(z.dtype) + self.shift.to(z.dtype)
+        return torch.pow(10.0, f) if self.kind == "log10" else f
+
+    def inverse_std(self, z_mean: Tensor, z_std: Tensor) -> Tensor:
+        """Spread in physical units from the spread in model space (first order)."""
+        std = z_std * self.scale.to(z_std.dtype)
+        if self.kind == "log10":
+            std = std * math.log(10.0) * self.inverse(z_mean)
+        return std
+
+
+class PropertyHead(nn.Module):
+    """One property predicted from per-atom embeddings.
+
+    Args:
+        name: result key, e.g. "band_gap"; ``name + "_std"`` holds the spread.
+        unit: unit of the physical value (e.g. "eV", "K", "GPa", "log10(S/cm)").
+        dim: embedding width of the backbone.
+        extensive: True for quantities that scale with system size.
+        readout: "mean", "attention", "sum" or "hybrid"; by default attention
+            for intensive and sum for extensive properties.
+        members: deep-ensemble size; the spread of members is the uncertainty.
+        task: "regression" or "classification" (binary; value = probability).
+        trained_on: free text naming the data the head was trained on.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        unit: str,
+        dim: int,
+        *,
+        extensive: bool = False,
+        readout: str | None = None,
+        transform: TargetTransform | None = None,
+        members: int = 5,
+        hidden: int = 64,
+        dropout: float = 0.0,
+        task: str = "regression",
+        trained_on: str = "",
+    ):
+        super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+        if members < 1:
+            raise ValueError("a head needs at least one ensemble member")
+        self.name = name
+        self.unit = unit
+        self.extensive = extensive
+        self.task = task
+        self.trained_on = trained_on
+        self.readout_kind = readout or ("sum" if extensive else "attention")
+        self.transform = transform or TargetTransform()
+        self.members = nn.ModuleList(
+            Readout(self.readout_kind, dim, 1, hidden=hidden, dropout=dropout) for _ in range(members)
+        )
+
+    def member_outputs(self, features: Tensor, graph: AtomsGraph) -> Tensor:
+        """(members, systems) outputs in model space (logits for classification)."""
+        return torch.stack([m(features, graph).squeeze(-1) for m in self.members])
+
+    def forward(self, features: Tensor, graph: AtomsGraph) -> dict[str, Tensor]:
+        z = self.member_outputs(features, graph)
+        if self.task == "classification":
+            p = torch.sigmoid(z)
+            mean, std = p.mean(0), p.std(0, unbiased=False)
+        else:
+            z_mean, z_std = z.mean(0), z.std(0, unbiased=False)
+            mean, std = self.transform.inverse(z_mean), self.transform.inverse_std(z_mean, z_std)
+        return {self.name: mean, f"{self.name}_std": std}
+
+    def describe(self) -> dict:
+        return {
+            "unit": self.unit,
+            "extensive": self.extensive,
+            "task": self.task,
+            "readout": self.readout_kind,
+            "members": len(self.members),
+            "transform": self.transform.kind,
+            "trained_on": self.trained_on,
+        }

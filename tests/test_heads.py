@@ -1,0 +1,128 @@
+"""Property heads: size behaviour, invariance, learned mixing, units, calculator results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+
+from mpa_ase import MPACalculator
+from mpa_ase.graph import AtomsGraph
+from mpa_ase.heads import PropertyHead, Readout, TargetTransform
+from mpa_ase.model import MPAModel
+
+
+@pytest.fixture(scope="module")
+def features_of(chgnet_calc64):
+    """CHGNet embeddings (float64) of a structure, with its graph."""
+
+    def run(atoms):
+        graph = chgnet_calc64.build_graph([atoms])
+        with torch.no_grad():
+            feats = chgnet_calc64.model.backbone(graph)["features"]
+        return feats, graph
+
+    return run
+
+
+def _head(extensive, readout=None, seed=0):
+    torch.manual_seed(seed)
+    return PropertyHead("p", "eV", 64, extensive=extensive, readout=readout, members=3).double()
+
+
+@pytest.mark.parametrize("readout", ["sum", "mean", "attention"])
+def test_extensive_doubles_intensive_does_not(features_of, readout):
+    atoms = bulk("NaCl", "rocksalt", 5.64, cubic=True)
+    atoms.rattle(0.05, seed=1)
+    f1, g1 = features_of(atoms)
+    f2, g2 = features_of(atoms * (2, 1, 1))
+    head = _head(extensive=(readout == "sum"), readout=readout)
+    y1 = head(f1, g1)["p"].item()
+    y2 = head(f2, g2)["p"].item()
+    if readout == "sum":
+        assert y2 == pytest.approx(2 * y1, rel=1e-6)
+    else:
+        assert y2 == pytest.approx(y1, rel=1e-6)
+    assert abs(y1) > 1e-6
+
+
+@pytest.mark.parametrize("readout", ["sum", "mean", "attention", "hybrid"])
+def test_permutation_invariance(features_of, readout):
+    atoms = bulk("MgO", "rocksalt", 4.21, cubic=True) * (1, 1, 2)
+    atoms.rattle(0.05, seed=2)
+    perm = np.random.default_rng(0).permutation(len(atoms))
+    f1, g1 = features_of(atoms)
+    f2, g2 = features_of(atoms[perm])
+    head = _head(extensive=False, readout=readout)
+    assert head(f1, g1)["p"].item() == pytest.approx(head(f2, g2)["p"].item(), rel=1e-9)
+
+
+def test_hybrid_alpha_is_learned(features_of):
+    """alpha is a trained parameter of each readout: it gets a gradient and
+    moves during training, separately for each task. (Both branches are free
+    to rescale, so alpha alone does not decide which branch wins.)"""
+    systems = [bulk("Si", "diamond", 5.43, cubic=True) * (k, 1, 1) for k in (1, 2, 3)]
+    for a in systems:
+        a.rattle(0.05, seed=len(a))
+    data = [features_of(a) for a in systems]
+    alphas = {}
+    for kind, target in {"extensive": [1.0, 2.0, 3.0], "intensive": [1.0, 1.0, 1.0]}.items():
+        torch.manual_seed(0)
+        readout = Readout("hybrid", 64, 1, hidden=16).double()
+        opt = torch.optim.Adam(readout.parameters(), lr=0.01)
+        y = torch.tensor(target, dtype=torch.float64)
+        for _ in range(400):
+            opt.zero_grad()
+            pred = torch.cat([readout(f, g).view(-1) for f, g in data])
+            loss = torch.nn.functional.huber_loss(pred, y)
+            loss.backward()
+            assert readout.alpha_logit.grad is not None
+            opt.step()
+        assert loss.item() < 1e-2
+        alphas[kind] = readout.alpha.item()
+    assert all(abs(a - 0.5) > 1e-3 for a in alphas.values()), alphas  # sigmoid(0) at start
+    assert alphas["extensive"] != alphas["intensive"]
+
+
+def test_log10_transform_roundtrip_and_std():
+    t = TargetTransform("log10", shift=-3.0, scale=2.0)
+    y = torch.tensor([1e-6, 1e-3, 0.1], dtype=torch.float64)
+    assert torch.allclose(t.inverse(t(y)), y)
+    z = t(y)
+    eps = 1e-6
+    numeric = (t.inverse(z + eps) - t.inverse(z - eps)) / (2 * eps)
+    assert torch.allclose(t.inverse_std(z, torch.ones_like(z)), numeric, rtol=1e-6)
+    with pytest.raises(ValueError, match="positive"):
+        t(torch.tensor([0.0]))
+
+
+def test_calculator_returns_heads_with_units(chgnet_calc):
+    torch.manual_seed(0)
+    heads = {
+        "band_gap": PropertyHead("band_gap", "eV", 64, members=4),
+        "melting_point": PropertyHead("melting_point", "K", 64, members=4,
+                                      transform=TargetTransform(shift=1000.0, scale=500.0)),
+    }
+    model = MPAModel(chgnet_calc.model.backbone, heads)
+    calc = MPACalculator(model=model, device="cpu")
+    atoms = bulk("Si", "diamond", 5.43)
+    atoms.calc = calc
+    gap = calc.get_property("band_gap", atoms)
+    assert isinstance(gap, float) and np.isfinite(gap)
+    assert calc.results["band_gap_std"] > 0  # untrained members disagree
+    assert calc.heads["band_gap"]["unit"] == "eV" and calc.heads["melting_point"]["unit"] == "K"
+    # the energy is unchanged by adding heads
+    assert atoms.get_potential_energy() == pytest.approx(-10.8, abs=0.3)
+    batch = calc.calculate_batch([atoms, bulk("Ge", "diamond", 5.66)])
+    assert batch[0]["band_gap"] == pytest.approx(gap, abs=1e-5)
+    assert set(batch[1]) >= {"band_gap", "band_gap_std", "melting_point", "melting_point_std"}
+
+
+def test_bad_head_arguments():
+    with pytest.raises(ValueError, match="unknown readout"):
+        Readout("max", 8)
+    with pytest.raises(ValueError, match="unknown task"):
+        PropertyHead("p", "eV", 8, task="ranking")
+    with pytest.raises(ValueError, match="unknown transform"):
+        TargetTransform("ln")
