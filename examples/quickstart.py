@@ -7,7 +7,7 @@ import numpy as np
 from ase import units
 from ase.build import bulk, molecule
 from ase.filters import FrechetCellFilter
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.velocitydistribution import thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
@@ -29,7 +29,7 @@ print(f"H2O: E = {water.get_potential_energy():.3f} eV, |F|max = {np.abs(water.g
 # NVE MD on a Si supercell; the neighbour list is reused between steps (Verlet skin).
 si = bulk("Si", "diamond", 5.43, cubic=True) * (2, 2, 2)
 si.calc = calc
-MaxwellBoltzmannDistribution(si, temperature_K=300, rng=np.random.default_rng(0))
+thermalize_momenta(si, temperature_K=300, rng=np.random.default_rng(0))
 md = VelocityVerlet(si, 1.0 * units.fs)
 e0 = si.get_total_energy()
 md.run(100)
