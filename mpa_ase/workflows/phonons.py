@@ -1,0 +1,97 @@
+"""Harmonic phonons with phonopy, forces of all displaced supercells in one batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from ase import Atoms
+
+
+def to_phonopy_atoms(atoms: Atoms):
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    return PhonopyAtoms(
+        symbols=atoms.get_chemical_symbols(),
+        cell=np.asarray(atoms.cell.array),
+        scaled_positions=atoms.get_scaled_positions(wrap=False),
+        masses=atoms.get_masses(),
+    )
+
+
+def to_ase_atoms(cell) -> Atoms:
+    return Atoms(symbols=cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions,
+                 masses=cell.masses, pbc=True)
+
+
+def supercell_forces(structures: Sequence[Atoms], calc, batch_size: int | None = None) -> np.ndarray:
+    """Forces of many structures: one batched call where the calculator offers
+    ``calculate_batch`` (MPACalculator), else one call per structure."""
+    if hasattr(calc, "calculate_batch"):
+        results = calc.calculate_batch(list(structures), batch_size=batch_size)
+        return np.array([r["forces"] for r in results])
+    forces = []
+    for atoms in structures:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        forces.append(atoms.get_forces())
+    return np.array(forces)
+
+
+def phonons(
+    atoms: Atoms | None,
+    calc,
+    supercell=(2, 2, 2),
+    displacement: float = 0.01,
+    *,
+    primitive_matrix="auto",
+    symprec: float = 1e-5,
+    batch_size: int | None = None,
+    symmetrize: bool = True,
+    phonon=None,
+):
+    """Phonopy object with force constants produced from ``calc``'s forces.
+
+    Args:
+        atoms: the (relaxed) unit cell; ignored when ``phonon`` is given.
+        calc: MPACalculator (supercells evaluated as one batch) or any ASE calculator.
+        supercell: supercell matrix or its diagonal.
+        displacement: displacement amplitude in Å.
+        symmetrize: impose translational invariance and index symmetry on
+            the force constants, as ``phonopy.load`` does by default.
+        phonon: an existing ``phonopy.Phonopy`` whose displacement dataset is
+            to be used as it is (e.g. loaded from ``phonopy_disp.yaml``).
+    """
+    import phonopy
+
+    if phonon is None:
+        if atoms is None:
+            raise ValueError("give atoms or an existing phonopy object")
+        matrix = np.diag(supercell) if np.ndim(supercell) == 1 else np.asarray(supercell)
+        phonon = phonopy.Phonopy(to_phonopy_atoms(atoms), supercell_matrix=matrix,
+                                 primitive_matrix=primitive_matrix, symprec=symprec)
+        phonon.generate_displacements(distance=displacement)
+    cells = [to_ase_atoms(c) for c in phonon.supercells_with_displacements]
+    phonon.forces = supercell_forces(cells, calc, batch_size=batch_size)
+    phonon.produce_force_constants()
+    if symmetrize:
+        phonon.symmetrize_force_constants()
+    return phonon
+
+
+def frequencies(phonon, q) -> np.ndarray:
+    """Phonon frequencies (THz) at one q-point (reduced coordinates of the primitive cell)."""
+    phonon.run_qpoints([list(q)])
+    return np.asarray(phonon.qpoints.frequencies[0])
+
+
+def imaginary_modes(phonon, mesh=(10, 10, 10), tolerance: float = -0.05) -> list[dict]:
+    """q-points of a mesh with frequencies below ``tolerance`` THz (imaginary
+    modes are negative in phonopy's convention)."""
+    phonon.run_mesh(list(mesh), with_eigenvectors=False, is_gamma_center=True)
+    found = []
+    for q, freqs in zip(phonon.mesh.qpoints, phonon.mesh.frequencies):
+        low = freqs[freqs < tolerance]
+        if len(low):
+            found.append({"q": q.tolist(), "frequencies_THz": low.tolist()})
+    return found
