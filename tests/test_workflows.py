@@ -68,3 +68,9 @@ def test_nve_energy_conservation_float64(chgnet_calc64):
 def test_unknown_ensemble(chgnet_calc):
     with pytest.raises(ValueError, match="unknown ensemble"):
         run_md(bulk("Si", "diamond", 5.43), chgnet_calc, ensemble="nvt-berendsen", steps=1)
+
+
+def test_eos_with_any_ase_calculator(chgnet_calc, chgnet_native):
+    """Calculators without calculate_batch are evaluated one structure at a time."""
+    si = bulk("Si", "diamond", 5.45)
+    assert eos(si, chgnet_native)["bulk_modulus"] == pytest.approx(eos(si, chgnet_calc)["bulk_modulus"], abs=2.0)

@@ -24,18 +24,22 @@ def to_ase_atoms(cell) -> Atoms:
                  masses=cell.masses, pbc=True)
 
 
-def supercell_forces(structures: Sequence[Atoms], calc, batch_size: int | None = None) -> np.ndarray:
-    """Forces of many structures: one batched call where the calculator offers
-    ``calculate_batch`` (MPACalculator), else one call per structure."""
+def evaluate_many(structures: Sequence[Atoms], calc, batch_size: int | None = None) -> list[dict]:
+    """Energy and forces of many structures: batched model calls where the
+    calculator offers ``calculate_batch`` (MPACalculator), else one call each."""
     if hasattr(calc, "calculate_batch"):
-        results = calc.calculate_batch(list(structures), batch_size=batch_size)
-        return np.array([r["forces"] for r in results])
-    forces = []
+        return calc.calculate_batch(list(structures), batch_size=batch_size)
+    results = []
     for atoms in structures:
         atoms = atoms.copy()
         atoms.calc = calc
-        forces.append(atoms.get_forces())
-    return np.array(forces)
+        results.append({"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()})
+    return results
+
+
+def supercell_forces(structures: Sequence[Atoms], calc, batch_size: int | None = None) -> np.ndarray:
+    """(n_structures, n_atoms, 3) forces, batched where the calculator allows."""
+    return np.array([r["forces"] for r in evaluate_many(structures, calc, batch_size)])
 
 
 def phonons(

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase import Atoms, units
 
+from mpa_ase.workflows.phonons import evaluate_many
+
 
 @dataclass
 class RelaxResult:
@@ -137,15 +139,7 @@ def eos(atoms: Atoms, calc, n_points: int = 11, max_strain: float = 0.04, eos_na
         if relax_positions:
             a = relax(a, calc, cell=False).atoms
         cells.append(a)
-    if hasattr(calc, "calculate_batch"):
-        energies = np.array([r["energy"] for r in calc.calculate_batch(cells)])
-    else:
-        energies = []
-        for a in cells:
-            a = a.copy()
-            a.calc = calc
-            energies.append(a.get_potential_energy())
-        energies = np.array(energies)
+    energies = np.array([r["energy"] for r in evaluate_many(cells, calc)])
     volumes = np.array([a.get_volume() for a in cells])
     fit = EquationOfState(volumes, energies, eos=eos_name)
     v0, e0, b = fit.fit()
