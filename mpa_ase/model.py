@@ -22,6 +22,10 @@ class MPAModel(nn.Module):
 
     def __init__(self, backbone: Backbone, heads: dict[str, nn.Module] | None = None):
         super().__init__()
+        reserved = {"energy", "energies", "features", "forces", "stress", "free_energy", *backbone.extra_properties}
+        for name in heads or {}:
+            if name in reserved or name.endswith("_std") and name[:-4] in reserved:
+                raise ValueError(f"head name {name!r} would overwrite a backbone result; rename the head")
         self.backbone = backbone
         self.heads = nn.ModuleDict(heads or {})
 

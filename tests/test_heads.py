@@ -126,3 +126,10 @@ def test_bad_head_arguments():
         PropertyHead("p", "eV", 8, task="ranking")
     with pytest.raises(ValueError, match="unknown transform"):
         TargetTransform("ln")
+
+
+def test_head_cannot_shadow_energy(chgnet_calc):
+    with pytest.raises(ValueError, match="would overwrite"):
+        MPAModel(chgnet_calc.model.backbone, {"energy": PropertyHead("energy", "eV", 64)})
+    with pytest.raises(ValueError, match="would overwrite"):
+        MPAModel(chgnet_calc.model.backbone, {"magmoms": PropertyHead("magmoms", "muB", 64)})

@@ -74,3 +74,11 @@ def test_eos_with_any_ase_calculator(chgnet_calc, chgnet_native):
     """Calculators without calculate_batch are evaluated one structure at a time."""
     si = bulk("Si", "diamond", 5.45)
     assert eos(si, chgnet_native)["bulk_modulus"] == pytest.approx(eos(si, chgnet_calc)["bulk_modulus"], abs=2.0)
+
+
+def test_workflow_bad_arguments(chgnet_calc):
+    si = bulk("Si", "diamond", 5.43)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        relax(si, chgnet_calc, optimizer="Newton")
+    with pytest.raises(ValueError, match="n_points >= 5"):
+        eos(si, chgnet_calc, n_points=3)

@@ -87,7 +87,7 @@ class CellInfo:
             return shifts[:, 0:1] * op[0] + shifts[:, 1:2] * op[1] + shifts[:, 2:3] * op[2]
         import torch
 
-        op = torch.as_tensor(self.to_input, device=shifts.device)
+        op = torch.as_tensor(op, device=shifts.device)
         return (shifts[:, :, None] * op[None]).sum(1)
 
 

@@ -21,6 +21,7 @@ import triton.language as tl
 
 from mpa_ase.errors import MPAInputError
 from mpa_ase.neighbors.geometry import CellInfo, bin_grid
+from mpa_ase.neighbors.torch_ref import wrap_positions
 
 BLOCK = 128  # candidate columns per tile
 
@@ -137,11 +138,9 @@ def neighbor_list_triton(
         return z, z.clone(), torch.zeros((0, 3), dtype=torch.long, device=dev)
     cell = torch.as_tensor(info.cell, dtype=torch.float64, device=dev)
     inv = torch.as_tensor(info.inverse, dtype=torch.float64, device=dev)
-    pbc = torch.as_tensor(info.pbc, device=dev)
-    frac = pos @ inv
-    offsets = torch.where(pbc, torch.floor(frac), torch.zeros_like(frac))
-    frac = frac - offsets
-    wrapped = (frac @ cell).contiguous()
+    wrapped, off = wrap_positions(pos, info)
+    wrapped = wrapped.contiguous()
+    frac = wrapped @ inv
 
     # Grid geometry is decided on the host from a few scalars (as in numba_cpu).
     grid = bin_grid(frac.min(dim=0).values.cpu().numpy(), frac.max(dim=0).values.cpu().numpy(), info, cutoff, n)
@@ -180,6 +179,5 @@ def neighbor_list_triton(
     out_s = torch.empty((total, 3), dtype=torch.long, device=dev)
     if total:
         _neighbor_kernel[launch](*args, counts, starts, out_i, out_j, out_s, FILL=True, **meta)
-    off = offsets.to(torch.long)
     out_s += off[out_i] - off[out_j]
     return out_i, out_j, info.shifts_to_input(out_s)

@@ -38,6 +38,8 @@ def relax(atoms: Atoms, calc, fmax: float = 0.02, steps: int = 500, cell: bool =
         atoms.set_constraint(FixSymmetry(atoms))
     cell = cell and bool(atoms.pbc.all())
     target = FrechetCellFilter(atoms) if cell else atoms
+    if not isinstance(getattr(optimize, optimizer, None), type):
+        raise ValueError(f"unknown optimizer {optimizer!r}; use an ase.optimize class name (FIRE, BFGS, LBFGS, ...)")
     opt = getattr(optimize, optimizer)(target, logfile=logfile)
     converged = bool(opt.run(fmax=fmax, steps=steps))
     forces = atoms.get_forces()
@@ -131,6 +133,8 @@ def eos(atoms: Atoms, calc, n_points: int = 11, max_strain: float = 0.04, eos_na
     """
     from ase.eos import EquationOfState
 
+    if n_points < 5 or not 0 < max_strain < 0.5:
+        raise ValueError(f"eos needs n_points >= 5 and 0 < max_strain < 0.5, got {n_points}, {max_strain}")
     scales = np.linspace(1 - max_strain, 1 + max_strain, n_points)
     cells = []
     for s in scales:
