@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mpa_ase.backbones import load_backbone
+from mpa_ase.checkpoint import DEFAULT_MODEL, is_model_file, load_model
 from mpa_ase.graph import AtomsGraph, to_ase
 from mpa_ase.model import MPAModel
 from mpa_ase.neighbors.verlet import VerletNeighbors
@@ -40,7 +42,9 @@ class MPACalculator(Calculator):
     """ASE calculator running an mpa-ase model (backbone + property heads).
 
     Args:
-        model: "default" for the embedded default model, a backbone model name
+        model: "default" for the shipped default model (CHGNet + experimental
+            property heads), the path of an mpa-ase model file (written by
+            ``mpa train``), a backbone model name
             or file understood by the backbone plugin (e.g. "0.3.0" for CHGNet,
             a ``.model`` file for MACE), or an :class:`MPAModel` instance.
         backbone: backbone plugin name ("chgnet", "mace", "matgl", ...); the
@@ -77,6 +81,10 @@ class MPACalculator(Calculator):
         self.device = resolve_device(device)
         if isinstance(model, MPAModel):
             self.model = model
+        elif backbone is None and model in (None, "default") and DEFAULT_MODEL.exists():
+            self.model = load_model(DEFAULT_MODEL)
+        elif backbone is None and isinstance(model, (str, Path)) and is_model_file(model):
+            self.model = load_model(model)
         else:
             name = backbone or DEFAULT_BACKBONE
             spec = None if model in (None, "default") else model

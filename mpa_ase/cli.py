@@ -31,6 +31,29 @@ def _calculator(args):
     return MPACalculator(model=args.model, backbone=args.backbone, device=args.device, dtype=args.dtype)
 
 
+def _head_columns(calc, results: dict) -> dict:
+    """"value ± std" per property head, the unit in the column name."""
+    row = {}
+    for name, info in calc.heads.items():
+        if name in results:
+            row[f"{name} ({info['unit']})"] = f"{results[name]:.4g} ± {results[name + '_std']:.2g}"
+    return row
+
+
+def _average_conformers(results: list[dict], heads: dict) -> dict:
+    """MPA inference on molecules: head values averaged over conformers."""
+    import numpy as np
+
+    out = {}
+    for name in heads:
+        values = np.array([r[name] for r in results])
+        stds = np.array([r[name + "_std"] for r in results])
+        out[name] = float(values.mean())
+        # ensemble spread and conformer spread both count
+        out[name + "_std"] = float(np.sqrt(np.mean(stds ** 2) + values.var()))
+    return out
+
+
 def cmd_predict(args) -> int:
     import numpy as np
     from ase.io import read
@@ -51,7 +74,20 @@ def cmd_predict(args) -> int:
             }
             if "stress" in calc.results:
                 row["pressure_GPa"] = f"{-calc.results['stress'][:3].mean() * 160.21766208:.4f}"
+            row.update(_head_columns(calc, calc.results))
             rows.append(row)
+    for smiles in args.smiles or []:
+        from mpa_ase.data.molecules import conformers
+
+        confs = conformers(smiles, n=args.conformers, seed=0)
+        results = calc.calculate_batch(confs)
+        row = {"structure": smiles, "formula": confs[0].get_chemical_formula(), "n_atoms": len(confs[0]),
+               "conformers": len(confs)}
+        row.update(_head_columns(calc, _average_conformers(results, calc.heads)))
+        rows.append(row)
+    if not rows:
+        print("nothing to predict: give structure files and/or --smiles", file=sys.stderr)
+        return 2
     columns = list(dict.fromkeys(c for r in rows for c in r))
     if args.csv:
         import csv
@@ -61,6 +97,20 @@ def cmd_predict(args) -> int:
         writer.writerows(rows)
     else:
         print(_table(rows, columns))
+    return 0
+
+
+def cmd_train(args) -> int:
+    import json
+
+    from mpa_ase.training import run_phase
+
+    summary = run_phase(args.phase, args.config, progress=not args.quiet, restart=args.restart)
+    for task, m in summary.get("metrics", {}).items():
+        test = m.get("test") or m.get("val") or m.get("train")
+        print(f"{task}: MAE {test['mae']:.4g} {m['unit']} (R² {test['r2']:.3f}, n_train {m['n_train']}, "
+              f"n_test {m['n_test']})")
+    print(json.dumps({"model": summary.get("model"), "output": summary.get("output")}))
     return 0
 
 
@@ -113,11 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list-backbones", help="show installed backbones")
     p.set_defaults(func=cmd_list_backbones)
 
-    p = sub.add_parser("predict", help="energies, forces and stress of structure files (any ASE format)")
-    p.add_argument("files", nargs="+")
+    p = sub.add_parser("predict", help="energy, forces, stress and property heads of structure files or SMILES")
+    p.add_argument("files", nargs="*", help="structure files (any format ASE reads)")
+    p.add_argument("--smiles", action="append", help="a molecule as SMILES (RDKit conformers); repeatable")
+    p.add_argument("--conformers", type=int, default=4, help="conformers averaged per SMILES")
     p.add_argument("--csv", action="store_true", help="write CSV instead of a table")
     model_args(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("train", help="run one phase of the MPA recipe from a YAML config")
+    p.add_argument("phase", choices=["pretrain", "midtrain", "posttrain"])
+    p.add_argument("--config", required=True, help="YAML file (see examples/training/)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="relax a crystal and run a short MD with the default model")
     p.add_argument("--relax-steps", type=int, default=200)

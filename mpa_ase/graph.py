@@ -181,6 +181,30 @@ class AtomsGraph:
             cutoff=float(cutoff),
         )
 
+    @classmethod
+    def segments(cls, n_atoms, numbers=None, *, dtype=torch.float32, device="cpu") -> AtomsGraph:
+        """A graph with system membership but no geometry or edges.
+
+        For heads that read cached per-atom embeddings: readouts need only
+        which atom belongs to which system.
+        """
+        n_atoms = torch.as_tensor(n_atoms, dtype=torch.long, device=device)
+        n = int(n_atoms.sum())
+        s = int(n_atoms.shape[0])
+        if numbers is None:
+            numbers = torch.zeros(n, dtype=torch.long, device=device)
+        return cls(
+            positions=torch.zeros(n, 3, dtype=dtype, device=device),
+            numbers=torch.as_tensor(numbers, dtype=torch.long, device=device),
+            cell=torch.zeros(s, 3, 3, dtype=dtype, device=device),
+            pbc=torch.zeros(s, 3, dtype=torch.bool, device=device),
+            edge_index=torch.zeros(2, 0, dtype=torch.long, device=device),
+            shifts=torch.zeros(0, 3, dtype=dtype, device=device),
+            batch=torch.repeat_interleave(torch.arange(s, device=device), n_atoms),
+            n_atoms=n_atoms,
+            cutoff=0.0,
+        )
+
     # ------------------------------------------------------------ geometry
     @property
     def num_systems(self) -> int:

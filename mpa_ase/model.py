@@ -20,7 +20,9 @@ class MPAModel(nn.Module):
     backbone's extra per-atom properties, and one entry per head.
     """
 
-    def __init__(self, backbone: Backbone, heads: dict[str, nn.Module] | None = None):
+    def __init__(
+        self, backbone: Backbone, heads: dict[str, nn.Module] | None = None, trunk: nn.Module | None = None
+    ):
         super().__init__()
         reserved = {"energy", "energies", "features", "forces", "stress", "free_energy", *backbone.extra_properties}
         for name in heads or {}:
@@ -28,6 +30,8 @@ class MPAModel(nn.Module):
                 raise ValueError(f"head name {name!r} would overwrite a backbone result; rename the head")
         self.backbone = backbone
         self.heads = nn.ModuleDict(heads or {})
+        # heads read trunk(features); the trunk is shared by all heads
+        self.trunk = trunk
 
     @property
     def cutoff(self) -> float:
@@ -72,7 +76,9 @@ class MPAModel(nn.Module):
                     results["stress"] = torch.where(
                         has_cell[:, None, None], stress, torch.full_like(stress, float("nan"))
                     )
-        with torch.set_grad_enabled(self.training):
-            for head in self.heads.values():
-                results.update(head(out["features"], graph))
+        if len(self.heads):
+            with torch.set_grad_enabled(self.training):
+                features = out["features"] if self.trunk is None else self.trunk(out["features"])
+                for head in self.heads.values():
+                    results.update(head(features, graph))
         return results

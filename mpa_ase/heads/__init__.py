@@ -7,5 +7,6 @@ of a deep ensemble of readouts).
 
 from mpa_ase.heads.head import TASKS, TRANSFORMS, PropertyHead, TargetTransform
 from mpa_ase.heads.readouts import READOUTS, Readout
+from mpa_ase.heads.trunk import Trunk
 
-__all__ = ["READOUTS", "TASKS", "TRANSFORMS", "PropertyHead", "Readout", "TargetTransform"]
+__all__ = ["READOUTS", "TASKS", "TRANSFORMS", "PropertyHead", "Readout", "TargetTransform", "Trunk"]

@@ -85,6 +85,10 @@ class PropertyHead(nn.Module):
             raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
         if members < 1:
             raise ValueError("a head needs at least one ensemble member")
+        self.config = {
+            "name": name, "unit": unit, "dim": dim, "extensive": extensive, "readout": readout,
+            "members": members, "hidden": hidden, "dropout": dropout, "task": task, "trained_on": trained_on,
+        }
         self.name = name
         self.unit = unit
         self.extensive = extensive

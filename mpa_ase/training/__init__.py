@@ -1,0 +1,26 @@
+"""The MPA training recipe: pretrain -> midtrain (per-source heads) -> posttrain (one target)."""
+
+from __future__ import annotations
+
+
+def run_phase(phase: str, config, *, progress: bool = True, stop_after: int | None = None,
+              restart: bool = False) -> dict:
+    """Run one phase from a YAML path or a dict; resumes from the output folder's checkpoint."""
+    from pathlib import Path
+
+    from mpa_ase.training.common import PHASES, read_config
+    from mpa_ase.training.midtrain import midtrain
+    from mpa_ase.training.posttrain import posttrain
+    from mpa_ase.training.pretrain import pretrain
+
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; choose from {PHASES}")
+    cfg = read_config(config)
+    if cfg.get("phase", phase) != phase:
+        raise ValueError(f"config is for phase {cfg['phase']!r}, not {phase!r}")
+    if restart:
+        ckpt = Path(cfg["output"]) / "checkpoint.pt"
+        if ckpt.exists():
+            ckpt.unlink()
+    fn = {"pretrain": pretrain, "midtrain": midtrain, "posttrain": posttrain}[phase]
+    return fn(cfg, progress=progress, stop_after=stop_after)

@@ -1,0 +1,239 @@
+"""What the three phases share: config reading, data loading, heads, outputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mpa_ase.backbones import load_backbone
+from mpa_ase.checkpoint import atomic_save, model_file, read_parts
+from mpa_ase.data import group_tasks, load_source
+from mpa_ase.heads import PropertyHead, TargetTransform, Trunk
+from mpa_ase.training.embeddings import EmbeddingCache
+from mpa_ase.training.trainer import HeadSet, OptimConfig, TaskData, Trainer, data_hash, predict
+from mpa_ase.validation.splits import apply_split, split
+
+log = logging.getLogger(__name__)
+
+PHASES = ("pretrain", "midtrain", "posttrain")
+KNOWN_KEYS = {
+    "phase", "output", "backbone", "init", "data", "target", "split", "trunk", "head", "optim",
+    "cache_dir", "trainable", "head_name", "exclude_target_task", "seed",
+}
+
+
+def read_config(path_or_dict) -> dict:
+    if isinstance(path_or_dict, dict):
+        cfg = dict(path_or_dict)
+    else:
+        import yaml
+
+        path = Path(path_or_dict)
+        if not path.exists():
+            raise FileNotFoundError(f"config file {path} not found")
+        cfg = yaml.safe_load(path.read_text()) or {}
+    unknown = set(cfg) - KNOWN_KEYS
+    if unknown:
+        raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(KNOWN_KEYS)}")
+    if cfg.get("trainable", "frozen") != "frozen":
+        raise ValueError(
+            f"trainable={cfg['trainable']!r}: only a frozen backbone (trainable: frozen, with the shared "
+            "trunk and heads trained) is implemented"
+        )
+    if "output" not in cfg:
+        raise ValueError("config needs an 'output' folder")
+    return cfg
+
+
+def load_samples(cfg: dict) -> list:
+    samples = []
+    for spec in cfg.get("data", []):
+        samples.extend(load_source(spec))
+    return samples
+
+
+def task_meta(samples) -> dict:
+    """Unit, nature and kind of a task, from its samples and the property tables."""
+    from mpa_ase.data.molecules import CHEM_PROPERTIES, QM9_PROPERTIES
+
+    s = samples[0]
+    extensive = False
+    transform = "identity"
+    if s.property in CHEM_PROPERTIES:
+        extensive = CHEM_PROPERTIES[s.property].extensive
+        transform = CHEM_PROPERTIES[s.property].transform
+    for _, (name, _, _, ext) in QM9_PROPERTIES.items():
+        if s.source == "QM9" and s.property == name:
+            extensive = ext
+    if s.property in ("heat_capacity",) and s.formula:
+        extensive = True
+    return {"unit": s.unit, "extensive": extensive, "transform": transform, "kind": s.kind,
+            "property": s.property, "source": s.source}
+
+
+def make_head(name: str, meta: dict, dim: int, head_cfg: dict, trained_on: str) -> PropertyHead:
+    cfg = {"readout": "hybrid", "hidden": 64, "members": 1, "dropout": 0.0, **(head_cfg or {})}
+    return PropertyHead(
+        name, meta["unit"], dim, extensive=meta["extensive"], readout=cfg["readout"],
+        transform=TargetTransform(meta["transform"]), members=int(cfg["members"]), hidden=int(cfg["hidden"]),
+        dropout=float(cfg["dropout"]), trained_on=trained_on,
+    )
+
+
+def head_key(task: str) -> str:
+    """A ModuleDict-safe head name for a task ("boiling_point@CRC_ORG" -> "boiling_point__CRC_ORG")."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in task.replace("@", "__"))
+
+
+def backbone_and_trunk(cfg: dict):
+    """Backbone spec, loaded backbone and trunk: from ``init`` when given, else fresh."""
+    seed = int(cfg.get("seed", 0))
+    if cfg.get("init"):
+        spec, trunk, _, meta = read_parts(cfg["init"])
+        backbone = load_backbone(spec["name"], model=spec.get("model"))
+        if trunk is None:
+            raise ValueError(f"{cfg['init']} has no trunk to start from")
+        return spec, backbone, trunk, meta
+    bb = cfg.get("backbone") or {"name": "chgnet"}
+    spec = {"name": bb.get("name", "chgnet"), "model": bb.get("model")}
+    backbone = load_backbone(spec["name"], model=spec["model"])
+    torch.manual_seed(seed)
+    t = {"hidden": 128, "depth": 2, "dropout": 0.0, **(cfg.get("trunk") or {})}
+    trunk = Trunk(backbone.embedding_dim, hidden=int(t["hidden"]), depth=int(t["depth"]), dropout=float(t["dropout"]))
+    return spec, backbone, trunk, {}
+
+
+def split_cfg(cfg: dict) -> dict:
+    return {"kind": "random", "val": 0.1, "test": 0.2, "seed": int(cfg.get("seed", 0)), **(cfg.get("split") or {})}
+
+
+def split_task(samples, cfg: dict):
+    sc = split_cfg(cfg)
+    return apply_split(samples, split(samples, sc["kind"], sc["val"], sc["test"], sc["seed"]))
+
+
+def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, tasks: dict[str, list],
+                    *, members: int | None = None, progress: bool = True, split_all: bool = True,
+                    extra_meta: dict | None = None, stop_after: int | None = None, resume: bool = True) -> dict:
+    """Train trunk + one head per task, evaluate, write model.pt, metrics.json and plots.
+
+    Returns a summary dict (per-task metrics, paths); ``finished`` is False
+    when ``stop_after`` interrupted the run.
+    """
+    out = Path(cfg["output"])
+    out.mkdir(parents=True, exist_ok=True)
+    seed = int(cfg.get("seed", 0))
+    cache = EmbeddingCache(backbone, cfg.get("cache_dir"), progress=progress)
+    all_samples = [s for group in tasks.values() for s in group]
+    cache.fill(all_samples)
+    head_cfg = dict(cfg.get("head") or {})
+    if members is not None:
+        head_cfg.setdefault("members", members)
+    torch.manual_seed(seed + 1)
+    heads, task_data = {}, {}
+    for task, samples in sorted(tasks.items()):
+        samples = [s for s in samples if cache.has(s)]
+        if len(samples) < 5:
+            log.warning("task %s has %d usable samples; skipped", task, len(samples))
+            continue
+        meta = task_meta(samples)
+        name = cfg.get("head_name") if phase == "posttrain" and cfg.get("head_name") else head_key(task)
+        heads[name] = make_head(name, meta, backbone.embedding_dim, head_cfg, trained_on=f"{task} ({meta['kind']})")
+        train, val, test = split_task(samples, cfg) if split_all else (samples, [], [])
+        task_data[task] = TaskData(name, train, val, test)
+    optim = OptimConfig.from_dict({"seed": seed, **(cfg.get("optim") or {})})
+    headset = HeadSet(trunk, heads)
+    trainer = Trainer(headset, task_data, cache, optim, out, progress=progress,
+                      config={k: v for k, v in cfg.items() if k != "output"})
+    result = trainer.fit(stop_after=stop_after, resume=resume)
+    if not result["finished"]:
+        return {"finished": False, "output": str(out)}
+    metrics = {}
+    for task, t in trainer.tasks.items():
+        evals = {}
+        for split_name in ("train", "val", "test"):
+            samples = getattr(t, split_name)
+            if samples:
+                mean, std = predict(headset, t.head, trainer.batcher, samples)
+                evals[split_name] = regression_metrics(np.array([s.value for s in samples]), mean, std)
+        metrics[task] = {"head": t.head, "unit": heads[t.head].unit, "n_train": len(t.train),
+                         "n_val": len(t.val), "n_test": len(t.test), **evals}
+        if t.test:
+            mean, std = predict(headset, t.head, trainer.batcher, t.test)
+            metrics[task]["test_predictions"] = {
+                "identity": [s.identity for s in t.test], "y": [s.value for s in t.test],
+                "pred": mean.tolist(), "std": std.tolist(),
+            }
+        trained = heads[t.head]
+        trained.trained_on = f"{task} ({trained.trained_on.split('(')[-1][:-1]}, n_train={len(t.train)})"
+        trained.config["trained_on"] = trained.trained_on
+    meta = {"phase": phase, "config": {k: v for k, v in cfg.items()}, "data_hash": data_hash(trainer.tasks),
+            "history": result["history"], "metrics": {k: {kk: vv for kk, vv in v.items() if kk != "test_predictions"}
+                                                       for k, v in metrics.items()}, **(extra_meta or {})}
+    atomic_save(model_file(spec, trunk, heads, **meta), out / "model.pt")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
+    plot_learning_curve(result["history"], out / "learning_curve.png")
+    plot_parity(metrics, out / "parity.png")
+    return {"finished": True, "output": str(out), "model": str(out / "model.pt"), "metrics": metrics,
+            "history": result["history"]}
+
+
+def regression_metrics(y, pred, std=None) -> dict:
+    err = pred - y
+    ss = float(np.sum((y - y.mean()) ** 2))
+    out = {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2))),
+           "r2": float(1 - np.sum(err ** 2) / ss) if ss > 0 else float("nan"), "n": int(len(y))}
+    if std is not None and len(y) > 2 and np.ptp(std) > 0:
+        from scipy.stats import spearmanr
+
+        out["spearman_abs_err_std"] = float(spearmanr(np.abs(err), std).statistic)
+    return out
+
+
+def plot_learning_curve(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(epochs, [h["train_loss"] for h in history], label="train loss (Huber, standardised)")
+    ax.plot(epochs, [h["val_metric"] for h in history], label="val MAE (standardised)")
+    ax.set_xlabel("epoch")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_parity(metrics: dict, path: Path, max_panels: int = 6) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t, m in metrics.items() if "test_predictions" in m][:max_panels]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        p = metrics[task]["test_predictions"]
+        y, pred = np.array(p["y"]), np.array(p["pred"])
+        ax.errorbar(y, pred, yerr=np.array(p["std"]), fmt="o", ms=3, alpha=0.6, elinewidth=0.5)
+        lo, hi = min(y.min(), pred.min()), max(y.max(), pred.max())
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        unit = metrics[task]["unit"]
+        ax.set_title(f"{task}\nMAE {metrics[task]['test']['mae']:.3g} {unit}", fontsize=8)
+        ax.set_xlabel(f"measured ({unit})")
+        ax.set_ylabel(f"predicted ({unit})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,28 @@
+"""Phase 3: train one target property from a checkpoint.
+
+From the mid-trained checkpoint this is MPA's post-training; from the
+phase-1 checkpoint it is direct fine-tuning of the pretrained model, the
+baseline MPA must beat. The head is a deep ensemble (``head.members``,
+5 by default) whose spread is the uncertainty.
+"""
+
+from __future__ import annotations
+
+from mpa_ase.data import load_source
+from mpa_ase.training.common import backbone_and_trunk, read_config, train_and_write
+
+
+def posttrain(config, *, progress: bool = True, stop_after: int | None = None) -> dict:
+    cfg = read_config(config)
+    target = cfg.get("target")
+    if not target or "task" not in target or "data" not in target:
+        raise ValueError("posttrain needs target: {data: <loader spec>, task: 'property@source'}")
+    if not cfg.get("init"):
+        raise ValueError("posttrain needs 'init': the model.pt of phase 1 (direct) or phase 2 (MPA)")
+    spec, backbone, trunk, _ = backbone_and_trunk(cfg)
+    samples = [s for s in load_source(target["data"]) if s.task == target["task"]]
+    if not samples:
+        raise ValueError(f"target task {target['task']!r} has no samples in {target['data']}")
+    cfg.setdefault("head_name", samples[0].property)
+    return train_and_write(cfg, "posttrain", spec, backbone, trunk, {target["task"]: samples}, members=5,
+                           progress=progress, stop_after=stop_after)

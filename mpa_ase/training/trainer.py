@@ -1,0 +1,291 @@
+"""Multi-task training of a shared trunk and per-task heads on cached embeddings.
+
+Every phase of the MPA recipe runs this loop: per-source heads in
+mid-training, one target head in post-training. Huber loss in each head's
+standardised target space; task sampling proportional to n_task**T
+(T = 1: as the data come, 0: every task equally); AdamW; early stopping on
+the mean validation MAE in standardised units. A checkpoint is written
+atomically after every epoch, and a run resumed from it ends with the same
+weights as an uninterrupted one: the data order and dropout of each epoch
+depend only on (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from mpa_ase.checkpoint import atomic_save, safe_load
+from mpa_ase.errors import CheckpointError
+from mpa_ase.graph import AtomsGraph
+from mpa_ase.heads import PropertyHead, Trunk
+from mpa_ase.training.embeddings import EmbeddingCache
+
+TRAIN_FORMAT = "mpa-ase-train/1"
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 2e-3
+    trunk_lr: float | None = None  # None: same as lr
+    weight_decay: float = 1e-4
+    patience: int = 10
+    huber_delta: float = 1.0
+    sampling_temperature: float = 0.5
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> OptimConfig:
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown optim option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+@dataclass
+class TaskData:
+    """One task's samples by split; ``head`` names the head trained on it."""
+
+    head: str
+    train: list
+    val: list = field(default_factory=list)
+    test: list = field(default_factory=list)
+
+
+class HeadSet(nn.Module):
+    """The trainable part: shared trunk + one head per task."""
+
+    def __init__(self, trunk: Trunk, heads: dict[str, PropertyHead]):
+        super().__init__()
+        self.trunk = trunk
+        self.heads = nn.ModuleDict(heads)
+
+
+def fit_transform(head: PropertyHead, samples) -> None:
+    """Standardise the head's target space on its training labels."""
+    y = torch.tensor([s.value for s in samples], dtype=torch.float64)
+    if head.transform.kind == "log10":
+        y = torch.log10(y)
+    head.transform.shift.fill_(float(y.mean()))
+    head.transform.scale.fill_(float(y.std()) if len(y) > 1 and float(y.std()) > 0 else 1.0)
+
+
+class Batcher:
+    """Turns samples into (segments graph, features, conformer -> sample index)."""
+
+    def __init__(self, cache: EmbeddingCache):
+        self.cache = cache
+
+    def __call__(self, samples) -> tuple[AtomsGraph, Tensor, Tensor]:
+        feats, numbers, owner = [], [], []
+        for i, s in enumerate(samples):
+            for k in s.keys:
+                z, f = self.cache.store[k]
+                feats.append(f)
+                numbers.append(z)
+                owner.append(i)
+        n_atoms = [len(z) for z in numbers]
+        graph = AtomsGraph.segments(n_atoms, torch.cat(numbers))
+        return graph, torch.cat(feats), torch.tensor(owner, dtype=torch.long)
+
+
+def conformer_mean(values: Tensor, owner: Tensor, n: int) -> Tensor:
+    """Average (..., conformers) over the conformers of each sample -> (..., n)."""
+    total = values.new_zeros(values.shape[:-1] + (n,)).index_add_(-1, owner, values)
+    count = torch.zeros(n, dtype=values.dtype).index_add_(0, owner, torch.ones_like(owner, dtype=values.dtype))
+    return total / count
+
+
+def member_predictions(headset: HeadSet, head: str, batcher: Batcher, samples) -> Tensor:
+    """(members, samples) outputs in the head's model space, conformer-averaged."""
+    graph, feats, owner = batcher(samples)
+    z = headset.heads[head].member_outputs(headset.trunk(feats), graph)
+    return conformer_mean(z, owner, len(samples))
+
+
+@torch.no_grad()
+def predict(headset: HeadSet, head: str, batcher: Batcher, samples, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Physical-unit mean and spread of a head on samples."""
+    headset.eval()
+    h = headset.heads[head]
+    means, stds = [], []
+    for k in range(0, len(samples), chunk):
+        z = member_predictions(headset, head, batcher, samples[k:k + chunk]).double()
+        zm, zs = z.mean(0), z.std(0, unbiased=False)
+        means.append(h.transform.inverse(zm))
+        stds.append(h.transform.inverse_std(zm, zs))
+    if not means:
+        return np.zeros(0), np.zeros(0)
+    return torch.cat(means).numpy(), torch.cat(stds).numpy()
+
+
+def data_hash(tasks: dict[str, TaskData]) -> str:
+    h = hashlib.sha1()
+    for name in sorted(tasks):
+        t = tasks[name]
+        for split in ("train", "val", "test"):
+            for s in getattr(t, split):
+                h.update(f"{name}|{split}|{s.identity}|{s.value:.9g}|{','.join(s.keys)}\n".encode())
+    return h.hexdigest()
+
+
+class Trainer:
+    def __init__(self, headset: HeadSet, tasks: dict[str, TaskData], cache: EmbeddingCache, optim: OptimConfig,
+                 out_dir: str | Path, *, progress: bool = True, config: dict | None = None):
+        self.headset = headset
+        self.tasks = {name: t for name, t in tasks.items() if t.train}
+        if not self.tasks:
+            raise ValueError("no task has training samples")
+        self.cache = cache
+        self.batcher = Batcher(cache)
+        self.cfg = optim
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        for name, t in self.tasks.items():
+            for split in ("train", "val", "test"):
+                setattr(t, split, [s for s in getattr(t, split) if cache.has(s)])
+        self.fingerprint = hashlib.sha1(
+            json.dumps({"optim": asdict(optim), "config": config or {}, "data": data_hash(self.tasks)},
+                       sort_keys=True, default=str).encode()
+        ).hexdigest()
+        trunk_params = list(headset.trunk.parameters())
+        head_params = list(headset.heads.parameters())
+        self.optimizer = torch.optim.AdamW(
+            [{"params": head_params, "lr": optim.lr},
+             {"params": trunk_params, "lr": optim.trunk_lr if optim.trunk_lr is not None else optim.lr}],
+            weight_decay=optim.weight_decay,
+        )
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    # ------------------------------------------------------------ epochs
+    def epoch_plan(self, epoch: int) -> list[list[tuple[str, object]]]:
+        """Minibatches of (task, sample) for one epoch, a function of (seed, epoch) only."""
+        rng = np.random.default_rng([self.cfg.seed, epoch])
+        sizes = {n: len(t.train) for n, t in self.tasks.items()}
+        total = sum(sizes.values())
+        weights = {n: m ** self.cfg.sampling_temperature for n, m in sizes.items()}
+        norm = sum(weights.values())
+        items = []
+        for name in sorted(self.tasks):
+            train = self.tasks[name].train
+            m = max(1, round(total * weights[name] / norm))
+            idx = rng.permutation(len(train)) if m <= len(train) else rng.integers(0, len(train), m)
+            items += [(name, train[i]) for i in idx[:m]]
+        order = rng.permutation(len(items))
+        items = [items[i] for i in order]
+        b = self.cfg.batch_size
+        return [items[k:k + b] for k in range(0, len(items), b)]
+
+    def _step(self, batch) -> float:
+        by_task: dict[str, list] = {}
+        for name, s in batch:
+            by_task.setdefault(name, []).append(s)
+        loss = 0.0
+        for name, samples in by_task.items():
+            head = self.headset.heads[self.tasks[name].head]
+            z = member_predictions(self.headset, self.tasks[name].head, self.batcher, samples)
+            y = torch.tensor([s.value for s in samples], dtype=torch.float64)
+            target = head.transform(y).to(z.dtype).expand_as(z)
+            loss = loss + nn.functional.huber_loss(z, target, delta=self.cfg.huber_delta) * len(samples) / len(batch)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def validation(self) -> tuple[float, dict[str, float]]:
+        """Mean standardised validation MAE over tasks, and the physical MAE of each."""
+        scores, maes = [], {}
+        for name, t in self.tasks.items():
+            samples = t.val or t.train
+            mean, _ = predict(self.headset, t.head, self.batcher, samples)
+            y = np.array([s.value for s in samples])
+            mae = float(np.mean(np.abs(mean - y)))
+            maes[name] = mae
+            head = self.headset.heads[t.head]
+            if head.transform.kind == "log10":
+                err = np.abs(np.log10(np.clip(mean, 1e-300, None)) - np.log10(y))
+                scores.append(float(np.mean(err)) / float(head.transform.scale))
+            else:
+                scores.append(mae / float(head.transform.scale))
+        return float(np.mean(scores)), maes
+
+    def fit(self, *, resume: bool = True, stop_after: int | None = None) -> dict:
+        """Train to the epoch limit or early stop; returns the history.
+
+        ``stop_after`` ends this call after that many epochs (as an interrupt
+        would); calling ``fit`` again resumes from the checkpoint.
+        """
+        state = self._resume() if resume else None
+        if state is None:
+            for name, t in self.tasks.items():
+                fit_transform(self.headset.heads[t.head], t.train)
+            state = {"epoch": 0, "best_metric": math.inf, "bad_epochs": 0, "history": [],
+                     "best_module": copy.deepcopy(self.headset.state_dict())}
+        done_here = 0
+        bar = tqdm(total=self.cfg.epochs, initial=state["epoch"], desc="training", disable=not self.progress)
+        while state["epoch"] < self.cfg.epochs and state["bad_epochs"] < self.cfg.patience:
+            epoch = state["epoch"]
+            torch.manual_seed(self.cfg.seed * 100_003 + epoch)
+            self.headset.train()
+            losses = [self._step(b) for b in self.epoch_plan(epoch)]
+            metric, maes = self.validation()
+            improved = metric < state["best_metric"] - 1e-9
+            if improved:
+                state["best_metric"] = metric
+                state["bad_epochs"] = 0
+                state["best_module"] = copy.deepcopy(self.headset.state_dict())
+            else:
+                state["bad_epochs"] += 1
+            state["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_metric": metric,
+                                     "val_mae": maes})
+            state["epoch"] = epoch + 1
+            self._save(state)
+            bar.update(1)
+            bar.set_postfix(val=f"{metric:.4f}", best=f"{state['best_metric']:.4f}")
+            done_here += 1
+            if stop_after is not None and done_here >= stop_after:
+                bar.close()
+                return {"history": state["history"], "finished": False}
+        bar.close()
+        self.headset.load_state_dict(state["best_module"])
+        self.headset.eval()
+        return {"history": state["history"], "finished": True, "best_metric": state["best_metric"]}
+
+    # ------------------------------------------------------- checkpoints
+    def _save(self, state: dict) -> None:
+        atomic_save({
+            "format": TRAIN_FORMAT, "fingerprint": self.fingerprint, "epoch": state["epoch"],
+            "module": self.headset.state_dict(), "best_module": state["best_module"],
+            "optimizer": self.optimizer.state_dict(), "best_metric": state["best_metric"],
+            "bad_epochs": state["bad_epochs"], "history": json.dumps(state["history"]),
+        }, self.checkpoint_path)
+
+    def _resume(self) -> dict | None:
+        if not self.checkpoint_path.exists():
+            return None
+        obj = safe_load(self.checkpoint_path, TRAIN_FORMAT)
+        if obj["fingerprint"] != self.fingerprint:
+            raise CheckpointError(
+                f"{self.checkpoint_path} belongs to a run with another config or other data; "
+                "choose a new output folder or pass restart=True (--restart) to start over"
+            )
+        self.headset.load_state_dict(obj["module"])
+        self.optimizer.load_state_dict(obj["optimizer"])
+        return {"epoch": obj["epoch"], "best_metric": obj["best_metric"], "bad_epochs": obj["bad_epochs"],
+                "history": json.loads(obj["history"]), "best_module": obj["best_module"]}

@@ -1,0 +1,134 @@
+"""Data loaders on real data: labels equal their sources, estimations never
+become labels, identities deduplicate, splits keep groups apart, and the
+leakage guard keeps benchmark targets out of mid-training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("chemicals")
+pytest.importorskip("rdkit")
+
+from mpa_ase.data import group_tasks, leakage_guard  # noqa: E402
+from mpa_ase.data.molecules import CHEM_PROPERTIES, conformers, load_chemicals, load_qm9  # noqa: E402
+from mpa_ase.validation.splits import apply_split, chemical_system, murcko_scaffold, split  # noqa: E402
+
+
+def test_chemicals_labels_equal_the_source_and_units_convert():
+    from chemicals.critical import Pc
+    from chemicals.phase_change import Tb
+
+    tb = {s.smiles: s for s in load_chemicals("boiling_point", sources=["CRC_ORG"])}
+    assert tb["CCO"].value == pytest.approx(Tb("64-17-5", method="CRC_ORG"))
+    assert tb["CCO"].unit == "K" and tb["CCO"].kind == "experimental"
+    assert tb["CCO"].identity == "LFQSCWFLJHTTHZ-UHFFFAOYSA-N"  # InChIKey of ethanol
+    pc = {s.smiles: s for s in load_chemicals("critical_pressure", sources=["IUPAC"])}
+    assert pc["c1ccccc1"].value == pytest.approx(Pc("71-43-2", method="IUPAC") * 1e-6)
+    assert pc["c1ccccc1"].unit == "MPa"
+
+
+def test_estimation_methods_are_never_labels():
+    for prop, spec in CHEM_PROPERTIES.items():
+        assert not {"JOBACK", "WILSON_JASPERSON", "FEDORS", "ACENTRIC_DEFINITION"} & set(spec.experimental), prop
+    with pytest.raises(ValueError, match="JOBACK.*not an allowed source"):
+        load_chemicals("boiling_point", sources=["JOBACK"])
+    # PSI4 dipoles are computed: only on request, and tagged so
+    assert {s.kind for s in load_chemicals("dipole_moment")} == {"experimental"}
+    psi4 = load_chemicals("dipole_moment", sources=["PSI4_2022A"], include_computational=True, limit=50)
+    assert psi4 and {s.kind for s in psi4} == {"computational"}
+
+
+def test_deduplicated_one_label_per_compound_and_source():
+    samples = load_chemicals("critical_temperature")
+    keys = [(s.task, s.identity) for s in samples]
+    assert len(keys) == len(set(keys))
+    assert {s.task for s in samples} >= {"critical_temperature@IUPAC", "critical_temperature@YAWS"}
+
+
+def test_conformers_are_real_molecules():
+    confs = conformers("CCO", n=3, seed=0)
+    assert len(confs) == 3
+    for a in confs:
+        assert a.get_chemical_formula() == "C2H6O" and not a.pbc.any()
+        d = a.get_all_distances()[np.triu_indices(len(a), 1)]
+        assert d.min() > 0.9  # MMFF geometry: no clashes, bonds ~1 Å and more
+    with pytest.raises(ValueError, match="unknown chemicals property"):
+        load_chemicals("boiling_pt")
+
+
+def test_qm9_loader_reads_the_wheel():
+    pytest.importorskip("pandas")
+    samples = load_qm9(["gap"], limit=50)
+    assert 40 <= len(samples) <= 50
+    s = samples[0]
+    assert s.kind == "computational" and s.unit == "eV" and 0.5 < s.value < 20
+    atoms = s.structures()[0]
+    assert len(atoms) >= 3 and not atoms.pbc.any()
+
+
+def test_scaffold_split_keeps_scaffolds_apart():
+    samples = load_chemicals("flash_point", sources=["Serat DIPPR (2017)"])
+    train, val, test = apply_split(samples, split(samples, "scaffold", 0.1, 0.2, seed=1))
+    sc = lambda group: {murcko_scaffold(s.smiles) for s in group}  # noqa: E731
+    assert not sc(train) & sc(test) and not sc(train) & sc(val) and not sc(val) & sc(test)
+    assert 0.1 * len(samples) < len(test) <= 0.2 * len(samples) + 1
+
+
+def test_forward_split_extrapolates():
+    samples = load_chemicals("flash_point", sources=["Serat DIPPR (2017)"])
+    train, val, test = apply_split(samples, split(samples, "forward", 0.1, 0.2))
+    assert min(s.value for s in test) >= max(s.value for s in train)
+    assert min(s.value for s in val) >= max(s.value for s in train)
+
+
+def test_random_split_partitions_identities():
+    samples = load_chemicals("flash_point")
+    tr, va, te = split(samples, "random", 0.1, 0.2, seed=3)
+    assert not (tr & va or tr & te or va & te)
+    assert tr | va | te == {s.identity for s in samples}
+    assert split(samples, "random", 0.1, 0.2, seed=3) == (tr, va, te)
+
+
+@pytest.mark.shared_data
+def test_cluster_split_keeps_chemical_systems_apart(shared_data):
+    from mpa_ase.data.crystals import load_borlido
+
+    samples = [s for s in load_borlido(["Experimental"])]
+    train, _, test = apply_split(samples, split(samples, "cluster", 0.1, 0.2, seed=0))
+    systems = lambda group: {chemical_system(s) for s in group}  # noqa: E731
+    assert test and not systems(train) & systems(test)
+
+
+@pytest.mark.shared_data
+def test_crystal_loaders(shared_data):
+    from mpa_ase.data.crystals import load_borlido, load_elements, load_matcalc_elasticity
+
+    gaps = group_tasks(load_borlido(["Experimental", "PBE"]))
+    exp, pbe = gaps["band_gap@Experimental"], gaps["band_gap@PBE"]
+    assert {s.kind for s in exp} == {"experimental"} and {s.kind for s in pbe} == {"computational"}
+    # PBE underestimates gaps: a real property of the data, not of the loader
+    by_id = {s.identity: s.value for s in pbe}
+    diffs = [s.value - by_id[s.identity] for s in exp if s.identity in by_id]
+    assert np.median(diffs) > 0.5
+    k = load_matcalc_elasticity(["bulk_modulus"], limit=100)
+    assert k and all(0 < s.value < 1000 and s.unit == "GPa" for s in k)
+    el = {s.identity: s for s in load_elements(["bulk_modulus"])}
+    assert el["formula:Cu"].value == pytest.approx(140, abs=1)  # pymatgen: 140 GPa
+
+
+def test_leakage_guard_removes_targets_from_midtraining():
+    from mpa_ase.training.midtrain import midtrain_samples, protected_identities
+
+    target = {"data": {"loader": "chemicals", "property": "flash_point", "sources": ["NFPA 497 (2008)"]},
+              "task": "flash_point@NFPA 497 (2008)"}
+    cfg = {"output": "unused", "target": target, "seed": 0,
+           "data": [{"loader": "chemicals", "property": "flash_point"},
+                    {"loader": "chemicals", "property": "boiling_point", "sources": ["CRC_ORG"]}]}
+    protected = protected_identities(cfg)
+    kept, guard = midtrain_samples(cfg)
+    assert protected and guard["removed_by_leakage_guard"] > 0
+    assert not protected & {s.identity for s in kept}
+    assert "flash_point@NFPA 497 (2008)" not in {s.task for s in kept}
+    plain, removed = leakage_guard(kept, set())
+    assert removed == 0 and len(plain) == len(kept)
