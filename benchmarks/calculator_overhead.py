@@ -3,6 +3,8 @@ backbone's native ASE calculator, same weights, in one process run.
 
     python benchmarks/calculator_overhead.py                 # 8, 64, 512, 4096 atoms
     python benchmarks/calculator_overhead.py --sizes 8 64    # quicker
+    python benchmarks/calculator_overhead.py --backbone matgl --model $MPA_SHARED_DATA/weights/matgl/TensorNet-MatPES-PBE-v2025.1-PES
+    python benchmarks/calculator_overhead.py --backbone mace --model small.model   # scripts/train_small_mace.py
 
 Cold: the first call on a new structure. Steady: repeated calls on slightly
 moved atoms, as in MD (median of --repeats). Ours and native calls alternate
@@ -26,12 +28,24 @@ from common import format_table, median, timed, write_results
 SUPERCELLS = {8: (1, 1, 1), 64: (2, 2, 2), 512: (4, 4, 4), 4096: (8, 8, 8)}
 
 
-def native_calculator(backbone: str):
+def native_calculator(backbone: str, model: str | None):
     if backbone == "chgnet":
         from chgnet.model.dynamics import CHGNetCalculator
 
         with contextlib.redirect_stdout(io.StringIO()):
             return CHGNetCalculator(use_device="cpu")
+    if backbone == "mace":
+        from mace.calculators import MACECalculator
+
+        previous = torch.get_default_dtype()
+        calc = MACECalculator(model_paths=model, device="cpu", default_dtype="float32")
+        torch.set_default_dtype(previous)
+        return calc
+    if backbone == "matgl":
+        import matgl
+        from matgl.ext.ase import PESCalculator
+
+        return PESCalculator(matgl.load_model(model), stress_unit="eV/A3")
     raise SystemExit(f"no native calculator known for backbone {backbone!r}")
 
 
@@ -58,6 +72,7 @@ def breakdown(calc, atoms) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="chgnet")
+    parser.add_argument("--model", default=None, help="model file/folder for the backbone (mace, matgl)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 64, 512, 4096])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -65,8 +80,9 @@ def main() -> None:
 
     from mpa_ase import MPACalculator
 
-    ours = MPACalculator(backbone=args.backbone, device="cpu")
-    native = native_calculator(args.backbone)
+    ours = MPACalculator(backbone=args.backbone, model=args.model or "default", device="cpu")
+    native = native_calculator(args.backbone, args.model)
+    label = args.backbone if args.backbone != "matgl" else f"matgl-{ours.model.backbone.architecture}"
     rng = np.random.default_rng(0)
     rows = []
     for n in args.sizes:
@@ -87,7 +103,7 @@ def main() -> None:
             steady_ours.append(timed(call, ours, a_ours)[0])
             steady_nat.append(timed(call, native, a_nat)[0])
         row = {
-            "backbone": args.backbone,
+            "backbone": label,
             "n_atoms": n,
             "ours_cold_s": t_ours_cold,
             "native_cold_s": t_nat_cold,
@@ -113,7 +129,7 @@ def main() -> None:
                "ours_graph_s", "ours_forward_s", "ours_backward_s"]
     table = format_table(rows, columns)
     print(table)
-    path = write_results(f"calculator_overhead_{args.backbone}", rows, table)
+    path = write_results(f"calculator_overhead_{label}", rows, table)
     print(f"written {path}")
 
 

@@ -114,6 +114,150 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _read_one(path: str):
+    from ase.io import read
+
+    return read(path)
+
+
+def _plot_path(args, default: str):
+    if not getattr(args, "plot", None):
+        return None
+    return args.plot if isinstance(args.plot, str) and args.plot != "auto" else default
+
+
+def _matplotlib():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def cmd_relax(args) -> int:
+    from ase.io import write
+
+    from mpa_ase.workflows import relax
+
+    calc = _calculator(args)
+    res = relax(_read_one(args.file), calc, fmax=args.fmax, steps=args.steps, cell=not args.fixed_cell,
+                symmetry=args.symmetry, optimizer=args.optimizer)
+    print(_table([{"formula": res.atoms.get_chemical_formula(), "converged": res.converged, "steps": res.steps,
+                   "energy_eV": f"{res.energy:.6f}", "fmax_eV/A": f"{res.fmax:.4f}",
+                   "smax_eV/A3": "" if res.smax is None else f"{res.smax:.2e}",
+                   "volume_A3": f"{res.atoms.get_volume():.3f}" if res.atoms.pbc.all() else ""}],
+                 ["formula", "converged", "steps", "energy_eV", "fmax_eV/A", "smax_eV/A3", "volume_A3"]))
+    if args.out:
+        write(args.out, res.atoms)
+        print(f"written {args.out}")
+    return 0 if res.converged else 3
+
+
+def cmd_md(args) -> int:
+    from mpa_ase.workflows import run_md
+
+    calc = _calculator(args)
+    res = run_md(_read_one(args.file), calc, ensemble=args.ensemble, temperature_K=args.temperature,
+                 timestep_fs=args.timestep, steps=args.steps, interval=args.interval, trajectory=args.trajectory,
+                 pressure_GPa=args.pressure)
+    rows = [{"time_fs": f"{t:.1f}", "Epot_eV": f"{e:.5f}", "Etot_eV": f"{et:.5f}", "T_K": f"{temp:.1f}"}
+            for t, e, et, temp in zip(res.times_fs, res.potential_energy, res.total_energy, res.temperature)]
+    print(_table(rows[:: max(1, len(rows) // 20)], ["time_fs", "Epot_eV", "Etot_eV", "T_K"]))
+    print(f"total-energy drift: {res.drift_meV_per_atom:.3f} meV/atom")
+    path = _plot_path(args, "md.png")
+    if path:
+        plt = _matplotlib()
+        fig, (a1, a2) = plt.subplots(2, 1, sharex=True, figsize=(6, 5))
+        a1.plot(res.times_fs, res.potential_energy, label="E_pot")
+        a1.plot(res.times_fs, res.total_energy, label="E_tot")
+        a1.set_ylabel("energy (eV)")
+        a1.legend()
+        a2.plot(res.times_fs, res.temperature)
+        a2.set_ylabel("T (K)")
+        a2.set_xlabel("time (fs)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        print(f"plot: {path}")
+    return 0
+
+
+def cmd_phonons(args) -> int:
+    from mpa_ase.workflows import imaginary_modes, phonons
+
+    calc = _calculator(args)
+    ph = phonons(_read_one(args.file), calc, supercell=args.supercell, displacement=args.displacement)
+    ph.auto_band_structure(npoints=51)
+    ph.run_mesh(args.mesh)
+    ph.run_total_dos()
+    ph.run_thermal_properties(t_min=0, t_max=args.tmax, t_step=max(1, args.tmax // 10))
+    tp = ph.get_thermal_properties_dict()
+    rows = [{"T_K": f"{t:.0f}", "F_kJ/mol": f"{f:.3f}", "S_J/(K mol)": f"{sv:.3f}", "Cv_J/(K mol)": f"{c:.3f}"}
+            for t, f, sv, c in zip(tp["temperatures"], tp["free_energy"], tp["entropy"], tp["heat_capacity"])]
+    print(_table(rows, ["T_K", "F_kJ/mol", "S_J/(K mol)", "Cv_J/(K mol)"]))
+    freqs = ph.get_frequencies([0, 0, 0])
+    print("Gamma frequencies (THz):", " ".join(f"{f:.3f}" for f in freqs))
+    bad = imaginary_modes(ph)
+    print(f"imaginary modes: {len(bad)} q-points" + (f", lowest {min(min(b['frequencies_THz']) for b in bad):.3f} THz"
+                                                     if bad else ""))
+    if args.out:
+        ph.save(args.out)
+        print(f"written {args.out}")
+    path = _plot_path(args, "phonons.png")
+    if path:
+        _matplotlib()
+        plot = ph.plot_band_structure_and_dos()
+        plot.savefig(path, dpi=120)
+        print(f"plot: {path}")
+    return 0
+
+
+def cmd_eos(args) -> int:
+    from mpa_ase.workflows import eos
+
+    calc = _calculator(args)
+    r = eos(_read_one(args.file), calc, n_points=args.points, max_strain=args.max_strain, eos_name=args.fit)
+    print(_table([{"fit": r["fit"], "v0_A3": f"{r['v0']:.4f}", "e0_eV": f"{r['e0']:.6f}",
+                   "bulk_modulus_GPa": f"{r['bulk_modulus']:.2f}", "max_residual_eV": f"{r['max_residual']:.2e}"}],
+                 ["fit", "v0_A3", "e0_eV", "bulk_modulus_GPa", "max_residual_eV"]))
+    path = _plot_path(args, "eos.png")
+    if path:
+        from ase.eos import EquationOfState
+
+        plt = _matplotlib()
+        fit = EquationOfState(r["volumes"], r["energies"], eos=r["fit"])
+        fit.fit()
+        ax = fit.plot(show=False)
+        ax.figure.savefig(path, dpi=120)
+        plt.close(ax.figure)
+        print(f"plot: {path}")
+    return 0
+
+
+def cmd_elastic(args) -> int:
+    import numpy as np
+
+    from mpa_ase.workflows import elastic
+
+    calc = _calculator(args)
+    r = elastic(_read_one(args.file), calc, max_strain=args.max_strain, relax_ions=not args.no_relax)
+    print("C_ij (GPa), Voigt order xx yy zz yz xz xy:")
+    print(np.array2string(r.C, precision=1, suppress_small=True))
+    print(_table([{k: f"{v:.2f}" for k, v in r.as_dict().items() if k != "C_GPa"}],
+                 [k for k in r.as_dict() if k != "C_GPa"]))
+    return 0
+
+
+def cmd_screen(args) -> int:
+    from mpa_ase.workflows import screen
+
+    calc = _calculator(args)
+    out = screen(args.files, calc, args.out, relax=args.relax, fmax=args.fmax, batch_size=args.batch_size,
+                 resume=not args.restart, progress=not args.quiet)
+    print(f"written {out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Relax a rattled rock-salt crystal, then run a short MD, printing energies."""
     import numpy as np
@@ -170,6 +314,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="write CSV instead of a table")
     model_args(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("relax", help="relax positions and cell (FrechetCellFilter)")
+    p.add_argument("file")
+    p.add_argument("--fmax", type=float, default=0.02, help="force criterion, eV/Å")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--fixed-cell", action="store_true")
+    p.add_argument("--symmetry", action="store_true", help="keep the space group (FixSymmetry)")
+    p.add_argument("--optimizer", default="FIRE")
+    p.add_argument("--out", help="write the relaxed structure (any ASE format)")
+    model_args(p)
+    p.set_defaults(func=cmd_relax)
+
+    p = sub.add_parser("md", help="molecular dynamics with ASE integrators")
+    p.add_argument("file")
+    p.add_argument("--ensemble", default="nve", choices=["nve", "langevin", "nose-hoover", "npt"])
+    p.add_argument("--temperature", type=float, default=300.0, help="K")
+    p.add_argument("--timestep", type=float, default=1.0, help="fs")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--interval", type=int, default=10)
+    p.add_argument("--pressure", type=float, default=0.0, help="GPa (npt)")
+    p.add_argument("--trajectory", help="ASE trajectory file")
+    p.add_argument("--plot", nargs="?", const="auto", help="energy/temperature plot (PNG path)")
+    model_args(p)
+    p.set_defaults(func=cmd_md)
+
+    p = sub.add_parser("phonons", help="phonopy phonons: bands, DOS, thermal properties")
+    p.add_argument("file")
+    p.add_argument("--supercell", type=int, nargs=3, default=[2, 2, 2])
+    p.add_argument("--displacement", type=float, default=0.01, help="Å")
+    p.add_argument("--mesh", type=int, nargs=3, default=[20, 20, 20])
+    p.add_argument("--tmax", type=int, default=1000, help="K")
+    p.add_argument("--out", help="write phonopy yaml with force constants")
+    p.add_argument("--plot", nargs="?", const="auto", help="band structure + DOS plot (PNG path)")
+    model_args(p)
+    p.set_defaults(func=cmd_phonons)
+
+    p = sub.add_parser("eos", help="equation of state and bulk modulus")
+    p.add_argument("file")
+    p.add_argument("--points", type=int, default=11)
+    p.add_argument("--max-strain", type=float, default=0.04)
+    p.add_argument("--fit", default="birchmurnaghan")
+    p.add_argument("--plot", nargs="?", const="auto", help="E(V) plot (PNG path)")
+    model_args(p)
+    p.set_defaults(func=cmd_eos)
+
+    p = sub.add_parser("elastic", help="elastic tensor and Voigt-Reuss-Hill moduli")
+    p.add_argument("file")
+    p.add_argument("--max-strain", type=float, default=0.005)
+    p.add_argument("--no-relax", action="store_true", help="no ionic relaxation in strained cells")
+    model_args(p)
+    p.set_defaults(func=cmd_elastic)
+
+    p = sub.add_parser("screen", help="stream many structures to CSV/Parquet (resumable)")
+    p.add_argument("files", nargs="+", help="structure files or ASE .db databases")
+    p.add_argument("--out", required=True, help="CSV or .parquet")
+    p.add_argument("--relax", action="store_true")
+    p.add_argument("--fmax", type=float, default=0.05)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    p.add_argument("--quiet", action="store_true")
+    model_args(p)
+    p.set_defaults(func=cmd_screen)
 
     p = sub.add_parser("train", help="run one phase of the MPA recipe from a YAML config")
     p.add_argument("phase", choices=["pretrain", "midtrain", "posttrain"])

@@ -82,3 +82,95 @@ def test_workflow_bad_arguments(chgnet_calc):
         relax(si, chgnet_calc, optimizer="Newton")
     with pytest.raises(ValueError, match="n_points >= 5"):
         eos(si, chgnet_calc, n_points=3)
+
+
+def test_elastic_constants_of_silicon(chgnet_calc64):
+    """Cubic symmetry of C, VRH moduli equal pymatgen's, K equals the EOS bulk modulus."""
+    pytest.importorskip("pymatgen")
+    from pymatgen.analysis.elasticity import ElasticTensor
+
+    from mpa_ase.workflows import elastic
+
+    si = relax(bulk("Si", "diamond", 5.43), chgnet_calc64, fmax=1e-4, symmetry=True).atoms
+    assert not si.constraints
+    r = elastic(si, chgnet_calc64)
+    C = r.C
+    c11, c12, c44 = C[0, 0], C[0, 1], C[3, 3]
+    print(f"CHGNet Si: C11 {c11:.1f}, C12 {c12:.1f}, C44 {c44:.1f} GPa (experiment 165.6, 63.9, 79.5)")
+    assert np.allclose(np.diag(C)[:3], c11, rtol=1e-3) and np.allclose(np.diag(C)[3:], c44, rtol=1e-3)
+    assert np.allclose([C[0, 2], C[1, 2]], c12, rtol=1e-3)
+    assert np.abs(C[:3, 3:]).max() < 0.5 and np.abs(C[3:, 3:] - np.diag(np.diag(C)[3:])).max() < 0.5
+    assert 100 < c11 < 200 and 20 < c12 < 80 and 20 < c44 < 100
+    ref = ElasticTensor.from_voigt(C)
+    assert r.K_vrh == pytest.approx(ref.k_vrh, rel=1e-9) and r.G_vrh == pytest.approx(ref.g_vrh, rel=1e-9)
+    assert r.K_vrh == pytest.approx(eos(si, chgnet_calc64)["bulk_modulus"], rel=0.05)
+    assert r.fit_residual < 0.5
+    with pytest.raises(ValueError, match="3D periodic"):
+        from ase.build import molecule
+
+        elastic(molecule("H2O"), chgnet_calc64)
+
+
+def test_screen_streams_and_resumes(chgnet_calc, tmp_path):
+    import csv
+
+    from ase.db import connect
+    from ase.io import write
+
+    from mpa_ase.workflows import screen
+
+    structures = [bulk("Si", "diamond", 5.43), bulk("Cu", "fcc", 3.61), bulk("NaCl", "rocksalt", 5.64),
+                  bulk("MgO", "rocksalt", 4.21), bulk("Al", "fcc", 4.05)]
+    write(tmp_path / "many.extxyz", structures[:3])
+    with connect(tmp_path / "more.db") as db:
+        for a in structures[3:]:
+            db.write(a)
+    out = tmp_path / "screen.csv"
+    screen([str(tmp_path / "many.extxyz")], chgnet_calc, out, batch_size=2, progress=False)
+    first = list(csv.DictReader(open(out)))
+    assert len(first) == 3
+    # resume: add a source; the first three are not recomputed (a changed calculator would show)
+    screen([str(tmp_path / "many.extxyz"), str(tmp_path / "more.db")], chgnet_calc, out, batch_size=2,
+           relax=False, progress=False)
+    rows = list(csv.DictReader(open(out)))
+    assert [r["id"] for r in rows][:3] == [r["id"] for r in first] and len(rows) == 5
+    for row, atoms in zip(rows, structures):
+        atoms = atoms.copy()
+        atoms.calc = chgnet_calc
+        assert float(row["energy_eV"]) == pytest.approx(atoms.get_potential_energy(), abs=1e-4)
+    relaxed = tmp_path / "relaxed.csv"
+    screen([str(tmp_path / "more.db")], chgnet_calc, relaxed, relax=True, progress=False)
+    rows = list(csv.DictReader(open(relaxed)))
+    assert all(float(r["relaxed_energy_eV"]) <= float(r["energy_eV"]) + 1e-6 for r in rows)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        screen([str(tmp_path / "absent.cif")], chgnet_calc, tmp_path / "x.csv", progress=False)
+
+
+def test_cli_workflow_commands(tmp_path, capsys):
+    """Every workflow command runs end to end and writes its plot; numbers match the Python API."""
+    from ase.io import read, write
+
+    from mpa_ase.cli import main
+
+    si = tmp_path / "si.cif"
+    write(si, bulk("Si", "diamond", 5.43))
+    common = ["--backbone", "chgnet", "--device", "cpu"]
+    assert main(["relax", str(si), "--out", str(tmp_path / "si_rel.cif"), *common]) == 0
+    relaxed = read(tmp_path / "si_rel.cif")
+    assert relaxed.get_volume() == pytest.approx(40.7, abs=0.5)
+    assert main(["eos", str(si), "--plot", str(tmp_path / "eos.png"), *common]) == 0
+    out = capsys.readouterr().out
+    assert "bulk_modulus_GPa" in out and (tmp_path / "eos.png").stat().st_size > 5000
+    assert main(["phonons", str(si), "--tmax", "300", "--mesh", "8", "8", "8", "--plot", str(tmp_path / "ph.png"),
+                 *common]) == 0
+    out = capsys.readouterr().out
+    gamma = [float(x) for x in out.split("Gamma frequencies (THz):")[1].split("\n")[0].split()]
+    assert max(gamma) == pytest.approx(13.1, abs=0.3) and (tmp_path / "ph.png").stat().st_size > 5000
+    assert main(["elastic", str(si), "--no-relax", *common]) == 0
+    assert "K_vrh_GPa" in capsys.readouterr().out
+    cu = tmp_path / "cu.xyz"
+    write(cu, bulk("Cu", "fcc", 3.61) * (2, 2, 2))
+    assert main(["md", str(cu), "--steps", "10", "--interval", "5", "--plot", str(tmp_path / "md.png"), *common]) == 0
+    assert "drift" in capsys.readouterr().out and (tmp_path / "md.png").exists()
+    assert main(["screen", str(si), str(cu), "--out", str(tmp_path / "s.csv"), "--quiet", *common]) == 0
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 3

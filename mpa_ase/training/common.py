@@ -69,16 +69,21 @@ def task_meta(samples) -> dict:
     for _, (name, _, _, ext) in QM9_PROPERTIES.items():
         if s.source == "QM9" and s.property == name:
             extensive = ext
-    if s.property in ("heat_capacity",) and s.formula:
-        extensive = True
+    crystal = s.formula is not None
+    if crystal:
+        extensive = False  # per-cell totals depend on the (arbitrary) cell: crystal labels are per formula/atom
     return {"unit": s.unit, "extensive": extensive, "transform": transform, "kind": s.kind,
-            "property": s.property, "source": s.source}
+            "property": s.property, "source": s.source, "crystal": crystal}
 
 
 def make_head(name: str, meta: dict, dim: int, head_cfg: dict, trained_on: str) -> PropertyHead:
     cfg = {"readout": "hybrid", "hidden": 64, "members": 1, "dropout": 0.0, **(head_cfg or {})}
+    readout = cfg["readout"]
+    if meta.get("crystal") and readout in ("hybrid", "sum"):
+        # a supercell is the same crystal: only size-invariant readouts give it the same value
+        readout = "attention"
     return PropertyHead(
-        name, meta["unit"], dim, extensive=meta["extensive"], readout=cfg["readout"],
+        name, meta["unit"], dim, extensive=meta["extensive"], readout=readout,
         transform=TargetTransform(meta["transform"]), members=int(cfg["members"]), hidden=int(cfg["hidden"]),
         dropout=float(cfg["dropout"]), trained_on=trained_on,
     )

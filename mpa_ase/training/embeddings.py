@@ -32,11 +32,12 @@ class EmbeddingCache:
     """Maps structure keys (see :class:`~mpa_ase.data.Sample`) to (numbers, features)."""
 
     def __init__(self, backbone: Backbone, folder: str | Path | None = None, batch_size: int = 32,
-                 progress: bool = True):
+                 progress: bool = True, save_every: int = 5000):
         self.backbone = backbone.eval()
         tag = hashlib.sha1(json.dumps(backbone.describe(), sort_keys=True, default=str).encode()).hexdigest()[:12]
         self.path = Path(folder or default_cache_dir()) / f"{backbone.name}-{tag}.pt"
         self.batch_size = batch_size
+        self.save_every = save_every
         self.progress = progress
         self.store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.failed: dict[str, str] = {}
@@ -59,6 +60,7 @@ class EmbeddingCache:
         dtype = self.backbone.default_dtype
         device = next(self.backbone.parameters(), torch.zeros(())).device
         pending: list[tuple[str, object]] = []
+        saved = len(self.store)
         bar = tqdm(total=len(todo), desc=f"embeddings ({self.backbone.name})", disable=not self.progress, leave=False)
         for sample in todo:
             try:
@@ -73,6 +75,9 @@ class EmbeddingCache:
             if len(pending) >= self.batch_size:
                 self._run(pending, dtype, device)
                 pending = []
+                if len(self.store) - saved >= self.save_every:  # an interrupted fill keeps its work
+                    self.save()
+                    saved = len(self.store)
         if pending:
             self._run(pending, dtype, device)
         bar.close()

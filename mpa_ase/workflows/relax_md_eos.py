@@ -43,6 +43,8 @@ def relax(atoms: Atoms, calc, fmax: float = 0.02, steps: int = 500, cell: bool =
     opt = getattr(optimize, optimizer)(target, logfile=logfile)
     converged = bool(opt.run(fmax=fmax, steps=steps))
     forces = atoms.get_forces()
+    if symmetry:
+        atoms.set_constraint()  # the result is a plain structure; FixSymmetry would follow it around
     result = RelaxResult(
         atoms=atoms, converged=converged, steps=opt.nsteps, energy=atoms.get_potential_energy(),
         fmax=float(np.linalg.norm(forces, axis=1).max()),
