@@ -258,6 +258,35 @@ def cmd_screen(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    import json
+
+    if args.predictions:
+        import csv
+
+        from mpa_ase.validation import all_metrics
+
+        rows = list(csv.DictReader(open(args.predictions)))
+        if not rows or not {"y", "pred", "split"} <= set(rows[0]):
+            print("a predictions CSV needs columns y, pred, split (train/test) and optionally std", file=sys.stderr)
+            return 2
+        train = [float(r["y"]) for r in rows if r["split"] == "train"]
+        test = [r for r in rows if r["split"] == "test"]
+        std = [float(r["std"]) for r in test] if "std" in rows[0] else None
+        result = all_metrics(train, [float(r["y"]) for r in test], [float(r["pred"]) for r in test], std)
+    else:
+        from mpa_ase.validation.evaluate import validate
+
+        if not (args.model and args.data and args.task):
+            print("give --predictions FILE, or --model, --data and --task", file=sys.stderr)
+            return 2
+        result = validate(args.model, json.loads(args.data), args.task, head=args.head, split_kind=args.split,
+                          seed=args.seed, progress=not args.quiet)
+        result.pop("predictions")
+    print(_table([{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in result.items()}], list(result)))
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Relax a rattled rock-salt crystal, then run a short MD, printing energies."""
     import numpy as np
@@ -376,6 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     model_args(p)
     p.set_defaults(func=cmd_screen)
+
+    p = sub.add_parser("validate", help="accuracy, OOD and uncertainty metrics of a head on a real split")
+    p.add_argument("--model", help="mpa-ase model file (model.pt)")
+    p.add_argument("--head", help="head name (needed when the model has several)")
+    p.add_argument("--data", help='loader spec as JSON, e.g. \'{"loader": "chemicals", "property": "flash_point"}\'')
+    p.add_argument("--task", help="property@source to evaluate")
+    p.add_argument("--split", default="random", choices=["random", "scaffold", "cluster", "forward"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--predictions", help="or: a CSV with columns y, pred, split[, std]")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("train", help="run one phase of the MPA recipe from a YAML config")
     p.add_argument("phase", choices=["pretrain", "midtrain", "posttrain"])

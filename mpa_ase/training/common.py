@@ -123,7 +123,8 @@ def split_task(samples, cfg: dict):
 
 def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, tasks: dict[str, list],
                     *, members: int | None = None, progress: bool = True, split_all: bool = True,
-                    extra_meta: dict | None = None, stop_after: int | None = None, resume: bool = True) -> dict:
+                    extra_meta: dict | None = None, stop_after: int | None = None, resume: bool = True,
+                    cache: EmbeddingCache | None = None) -> dict:
     """Train trunk + one head per task, evaluate, write model.pt, metrics.json and plots.
 
     Returns a summary dict (per-task metrics, paths); ``finished`` is False
@@ -132,7 +133,7 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
     out = Path(cfg["output"])
     out.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.get("seed", 0))
-    cache = EmbeddingCache(backbone, cfg.get("cache_dir"), progress=progress)
+    cache = cache or EmbeddingCache(backbone, cfg.get("cache_dir"), progress=progress)
     all_samples = [s for group in tasks.values() for s in group]
     cache.fill(all_samples)
     head_cfg = dict(cfg.get("head") or {})
@@ -188,14 +189,12 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
 
 
 def regression_metrics(y, pred, std=None) -> dict:
-    err = pred - y
-    ss = float(np.sum((y - y.mean()) ** 2))
-    out = {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2))),
-           "r2": float(1 - np.sum(err ** 2) / ss) if ss > 0 else float("nan"), "n": int(len(y))}
-    if std is not None and len(y) > 2 and np.ptp(std) > 0:
-        from scipy.stats import spearmanr
+    from mpa_ase.validation import metrics as vm
 
-        out["spearman_abs_err_std"] = float(spearmanr(np.abs(err), std).statistic)
+    out = vm.regression_metrics(y, pred)
+    if std is not None and len(y) > 2:
+        out["spearman_abs_err_std"] = vm.spearman_error_vs_std(y, pred, std)
+        out["miscalibration_area"] = vm.miscalibration_area(y, pred, std)
     return out
 
 

@@ -1,0 +1,353 @@
+"""Does MPA mid-training beat direct fine-tuning? 30 real experimental properties,
+random and out-of-distribution splits, several seeds, paired.
+
+    python benchmarks/mpa_vs_direct.py --quick      # 1 seed, smaller data caps (< 15 min on 2 cores, warm cache)
+    python benchmarks/mpa_vs_direct.py              # 3 seeds + ablations
+
+Protocol. Backbone: CHGNet 0.3.0, frozen (embeddings cached). For each split
+kind (random; OOD = Murcko-scaffold split for molecules, chemical-system
+cluster split for crystals) and seed:
+  * direct: a fresh shared trunk + a new head trained on the target only;
+  * mpa: the trunk mid-trained on the auxiliary sources (per-source heads),
+    then the same post-training as direct.
+Mid-training never sees a target task (all 30 targets are excluded from it)
+and never sees a target's validation/test compound under any source (the
+leakage guard removes the union of all targets' held-out identities), so one
+mid-training per (split, seed) serves every target. Post-training budgets are
+identical for both methods. Ablations (full mode): mid-training without
+computational sources; mid-training on sources of the other material class
+only (crystal sources for molecular targets and vice versa: physically
+unrelated); readout variants of the MPA head; number of mid-training sources.
+
+Writes benchmarks/results/mpa_vs_direct.{json,md} (records: property, split,
+seed, method, mae, n_train, n_test, unit, spearman_abs_err_std) and plots.
+Data: chemicals (handbook data by source), qm9pack, and the shared folder
+(Borlido band gaps, 3DSC, matcalc); see ../shared/DATA.md for citations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import RESULTS, format_table, write_results  # noqa: E402
+
+CHEM = "chemicals"
+# (target task, loader spec); one experimental source per property
+TARGETS = [
+    ("boiling_point@CRC_ORG", {"loader": CHEM, "property": "boiling_point", "sources": ["CRC_ORG"]}),
+    ("melting_point@CRC_ORG", {"loader": CHEM, "property": "melting_point", "sources": ["CRC_ORG"]}),
+    ("enthalpy_of_fusion@CRC", {"loader": CHEM, "property": "enthalpy_of_fusion", "sources": ["CRC"]}),
+    ("critical_temperature@IUPAC", {"loader": CHEM, "property": "critical_temperature", "sources": ["IUPAC"]}),
+    ("critical_pressure@IUPAC", {"loader": CHEM, "property": "critical_pressure", "sources": ["IUPAC"]}),
+    ("critical_volume@IUPAC", {"loader": CHEM, "property": "critical_volume", "sources": ["IUPAC"]}),
+    ("critical_compressibility@IUPAC", {"loader": CHEM, "property": "critical_compressibility", "sources": ["IUPAC"]}),
+    ("acentric_factor@PSRK", {"loader": CHEM, "property": "acentric_factor", "sources": ["PSRK"]}),
+    ("flash_point@Serat DIPPR (2017)", {"loader": CHEM, "property": "flash_point", "sources": ["Serat DIPPR (2017)"]}),
+    ("autoignition_temperature@IEC 60079-20-1 (2010)",
+     {"loader": CHEM, "property": "autoignition_temperature", "sources": ["IEC 60079-20-1 (2010)"]}),
+    ("dipole_moment@CCCBDB", {"loader": CHEM, "property": "dipole_moment", "sources": ["CCCBDB"]}),
+    ("logP@CRC", {"loader": CHEM, "property": "logP", "sources": ["CRC"]}),
+    ("refractive_index@CRC", {"loader": CHEM, "property": "refractive_index", "sources": ["CRC"]}),
+    ("gas_enthalpy_of_formation@CRC", {"loader": CHEM, "property": "gas_enthalpy_of_formation", "sources": ["CRC"]}),
+    ("liquid_enthalpy_of_formation@CRC",
+     {"loader": CHEM, "property": "liquid_enthalpy_of_formation", "sources": ["CRC"]}),
+    ("solid_enthalpy_of_formation@CRC", {"loader": CHEM, "property": "solid_enthalpy_of_formation", "sources": ["CRC"]}),
+    ("gas_standard_entropy@CRC", {"loader": CHEM, "property": "gas_standard_entropy", "sources": ["CRC"]}),
+    ("liquid_standard_entropy@CRC", {"loader": CHEM, "property": "liquid_standard_entropy", "sources": ["CRC"]}),
+    ("solid_standard_entropy@WEBBOOK", {"loader": CHEM, "property": "solid_standard_entropy", "sources": ["WEBBOOK"]}),
+    ("triple_point_temperature@STAVELEY",
+     {"loader": CHEM, "property": "triple_point_temperature", "sources": ["STAVELEY"]}),
+    ("triple_point_pressure@HEOS", {"loader": CHEM, "property": "triple_point_pressure", "sources": ["HEOS"]}),
+    ("research_octane_number@FLORIAN_LIMING",
+     {"loader": CHEM, "property": "research_octane_number", "sources": ["FLORIAN_LIMING"]}),
+    ("motor_octane_number@FLORIAN_LIMING",
+     {"loader": CHEM, "property": "motor_octane_number", "sources": ["FLORIAN_LIMING"]}),
+    ("band_gap@Experimental", {"loader": "borlido", "fidelities": ["Experimental"]}),
+    ("superconducting_tc@SuperCon", {"loader": "3dsc", "limit": 1500}),
+    ("element_bulk_modulus@pymatgen", {"loader": "elements", "properties": ["bulk_modulus"]}),
+    ("element_melting_point@pymatgen", {"loader": "elements", "properties": ["melting_point"]}),
+    ("element_thermal_conductivity@pymatgen", {"loader": "elements", "properties": ["thermal_conductivity"]}),
+    ("element_youngs_modulus@pymatgen", {"loader": "elements", "properties": ["youngs_modulus"]}),
+    ("element_shear_modulus@pymatgen", {"loader": "elements", "properties": ["shear_modulus"]}),
+]
+
+# auxiliary sources for mid-training: other sources of related properties, computed data
+AUX = [
+    {"loader": CHEM, "property": "boiling_point", "sources": ["YAWS", "WEBBOOK", "COMMON_CHEMISTRY"]},
+    {"loader": CHEM, "property": "melting_point", "sources": ["OPEN_NTBKM", "WEBBOOK"]},
+    {"loader": CHEM, "property": "critical_temperature", "sources": ["YAWS", "PSRK", "CRC"]},
+    {"loader": CHEM, "property": "critical_pressure", "sources": ["YAWS", "PSRK", "CRC"]},
+    {"loader": CHEM, "property": "critical_volume", "sources": ["YAWS", "PSRK", "CRC"]},
+    {"loader": CHEM, "property": "acentric_factor", "sources": ["YAWS"]},
+    {"loader": CHEM, "property": "flash_point", "sources": ["WIKIDATA", "IEC 60079-20-1 (2010)", "NFPA 497 (2008)"]},
+    {"loader": CHEM, "property": "autoignition_temperature", "sources": ["NFPA 497 (2008)"]},
+    {"loader": CHEM, "property": "dipole_moment", "sources": ["POLING", "MULLER"]},
+    {"loader": CHEM, "property": "logP", "sources": ["SYRRES"]},
+    {"loader": CHEM, "property": "gas_enthalpy_of_formation", "sources": ["WEBBOOK", "TRC", "YAWS"]},
+    {"loader": CHEM, "property": "liquid_enthalpy_of_formation", "sources": ["WEBBOOK"]},
+    {"loader": CHEM, "property": "solid_enthalpy_of_formation", "sources": ["WEBBOOK"]},
+    {"loader": CHEM, "property": "gas_standard_entropy", "sources": ["YAWS", "WEBBOOK"]},
+    {"loader": CHEM, "property": "liquid_standard_entropy", "sources": ["WEBBOOK"]},
+    {"loader": CHEM, "property": "triple_point_temperature", "sources": ["WEBBOOK"]},
+    {"loader": CHEM, "property": "research_octane_number", "sources": ["COMBUSTDB"]},
+    {"loader": CHEM, "property": "motor_octane_number", "sources": ["COMBUSTDB"]},
+    {"loader": "qm9", "properties": ["gap", "dipole_moment", "heat_capacity"]},
+    {"loader": "borlido", "fidelities": ["PBE", "HSE06", "MBJ", "SCAN", "G0W0@PBE-PPA"]},
+    {"loader": "matcalc_elasticity"},
+    {"loader": "matcalc_phonon"},
+]
+
+
+def load(spec: dict, cap: int, seed: int = 0) -> list:
+    from mpa_ase.data import load_source
+
+    spec = dict(spec)
+    if spec["loader"] == CHEM:
+        spec.update(n_conformers=1, limit=cap)
+    elif spec["loader"] in ("qm9", "matcalc_elasticity", "matcalc_phonon", "3dsc"):
+        spec.setdefault("limit", cap)
+    return load_source(spec)
+
+
+def cap_per_task(samples, cap, seed):
+    rng = np.random.default_rng(seed)
+    by = defaultdict(list)
+    for s in samples:
+        by[s.task].append(s)
+    out = []
+    for group in by.values():
+        idx = rng.permutation(len(group))[:cap]
+        out += [group[i] for i in sorted(idx)]
+    return out
+
+
+def split_cfg(kind, seed, crystal):
+    real = kind if kind == "random" else ("cluster" if crystal else "scaffold")
+    return {"kind": real, "val": 0.1, "test": 0.2, "seed": seed}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--work", default="runs/mpa_vs_direct")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    from mpa_ase.backbones import load_backbone
+    from mpa_ase.data import leakage_guard
+    from mpa_ase.heads import Trunk
+    from mpa_ase.training.common import train_and_write
+    from mpa_ase.training.embeddings import EmbeddingCache
+    from mpa_ase.validation.splits import apply_split, split
+
+    t_start = time.time()
+    seeds = list(range(args.seeds or (1 if args.quick else 3)))
+    target_cap = 300 if args.quick else 600
+    aux_cap = 200 if args.quick else 400
+    post_optim = {"epochs": 40 if args.quick else 60, "patience": 8, "batch_size": 64}
+    mid_optim = {"epochs": 25 if args.quick else 40, "patience": 6, "batch_size": 128}
+    work = Path(args.work)
+    spec = {"name": "chgnet", "model": "0.3.0"}
+    backbone = load_backbone("chgnet", model="0.3.0")
+    cache = EmbeddingCache(backbone, args.cache_dir, progress=True)
+
+    targets = {}
+    for task, ld in TARGETS:
+        samples = [s for s in load(ld, 10 ** 6) if s.task == task]
+        targets[task] = cap_per_task(samples, target_cap, 0)
+    aux = []
+    for ld in AUX:
+        aux += load(ld, aux_cap)
+    aux = [s for s in cap_per_task(aux, aux_cap, 0) if s.task not in targets]
+    print(f"{len(targets)} targets, {len({s.task for s in aux})} auxiliary tasks; computing embeddings", flush=True)
+    cache.fill([s for group in targets.values() for s in group] + aux)
+    cache_dir = str(cache.path.parent)
+
+    records = []
+    scaling = []
+    split_kinds = ["random", "ood"]
+    for kind in split_kinds:
+        for seed in seeds:
+            protected, held = set(), {}
+            for task, samples in targets.items():
+                sc = split_cfg(kind, seed, samples[0].formula is not None)
+                sets = split(samples, sc["kind"], sc["val"], sc["test"], sc["seed"])
+                protected |= sets[1] | sets[2]
+                held[task] = sc
+            mid_samples, removed = leakage_guard(aux, protected)
+            variants = {"mpa": lambda s: True}
+            if not args.quick:
+                variants["mpa_no_computational"] = lambda s: s.kind == "experimental"
+                variants["mpa_other_class_only"] = None  # chosen per target below
+            mids = {}
+
+            def midtrain(name, samples):
+                torch.manual_seed(seed)
+                trunk = Trunk(backbone.embedding_dim, hidden=128, depth=2)
+                cfg = {"output": str(work / f"{kind}_s{seed}" / f"mid_{name}"), "seed": seed, "cache_dir": cache_dir,
+                       "split": {"kind": "random", "val": 0.1, "test": 0.0001, "seed": seed}, "optim": mid_optim}
+                groups = defaultdict(list)
+                for s in samples:
+                    groups[s.task].append(s)
+                out = train_and_write(cfg, "midtrain", spec, backbone, trunk, dict(groups), progress=False, cache=cache)
+                return trunk, out
+
+            t0 = time.time()
+            mids["mpa"] = midtrain("all", mid_samples)[0]
+            if not args.quick:
+                mids["mpa_no_computational"] = midtrain(
+                    "experimental_only", [s for s in mid_samples if s.kind == "experimental"])[0]
+                mids["mol_sources_only"] = midtrain("molecular_only", [s for s in mid_samples if s.formula is None])[0]
+                mids["xtal_sources_only"] = midtrain("crystal_only", [s for s in mid_samples if s.formula is not None])[0]
+                if seed == 0:
+                    tasks_all = sorted({s.task for s in mid_samples})
+                    rng = np.random.default_rng(seed)
+                    for k in (3, 10):
+                        chosen = set(rng.choice(tasks_all, size=min(k, len(tasks_all)), replace=False))
+                        mids[f"mpa_{k}_sources"] = midtrain(f"{k}_sources",
+                                                            [s for s in mid_samples if s.task in chosen])[0]
+            print(f"[{kind} seed {seed}] mid-training: {time.time() - t0:.0f} s, {len(mid_samples)} samples "
+                  f"({removed} removed by the leakage guard)", flush=True)
+
+            for task, samples in targets.items():
+                crystal = samples[0].formula is not None
+                sc = held[task]
+                methods = {"direct": None, "mpa": mids["mpa"]}
+                readouts = {"direct": "hybrid", "mpa": "hybrid"}
+                if not args.quick:
+                    methods["mpa_no_computational"] = mids["mpa_no_computational"]
+                    methods["mpa_other_class_only"] = mids["mol_sources_only" if crystal else "xtal_sources_only"]
+                    for k in (3, 10):
+                        if f"mpa_{k}_sources" in mids:
+                            methods[f"mpa_{k}_sources"] = mids[f"mpa_{k}_sources"]
+                    if not crystal:
+                        for ro in ("mean", "attention", "sum"):
+                            methods[f"mpa_readout_{ro}"] = mids["mpa"]
+                            readouts[f"mpa_readout_{ro}"] = ro
+                for method, trunk0 in methods.items():
+                    torch.manual_seed(seed)
+                    trunk = copy.deepcopy(trunk0) if trunk0 is not None else Trunk(backbone.embedding_dim, 128, 2)
+                    cfg = {"output": str(work / f"{kind}_s{seed}" / "post" / f"{task.replace(' ', '_')}_{method}"),
+                           "seed": seed, "cache_dir": cache_dir, "split": sc, "optim": post_optim,
+                           "head": {"members": 3, "readout": readouts.get(method, "hybrid")}}
+                    out = train_and_write(cfg, "posttrain", spec, backbone, trunk, {task: samples}, progress=False,
+                                          cache=cache)
+                    m = out["metrics"][task]
+                    records.append({"property": task, "split": kind, "split_kind": sc["kind"], "seed": seed,
+                                    "method": method, "mae": m["test"]["mae"], "r2": m["test"]["r2"],
+                                    "n_train": m["n_train"], "n_test": m["n_test"], "unit": m["unit"],
+                                    "spearman_abs_err_std": m["test"].get("spearman_abs_err_std", float("nan"))})
+                d = {r["method"]: r["mae"] for r in records if r["property"] == task and r["split"] == kind
+                     and r["seed"] == seed}
+                print(f"  {task} [{kind}, seed {seed}]: direct {d['direct']:.4g}, mpa {d['mpa']:.4g} "
+                      f"({(d['mpa'] / d['direct'] - 1) * 100:+.1f}%)", flush=True)
+    wall = time.time() - t_start
+    summary = summarise(records)
+    (RESULTS / "mpa_vs_direct_records.json").write_text(json.dumps(records, indent=1))
+    table = summary["table"]
+    print(table)
+    write_results("mpa_vs_direct", records, table,
+                  extra={"wall_time_s": wall, "quick": args.quick, "seeds": seeds, "summary": summary["numbers"]})
+    plots(records)
+    print(f"wall time {wall:.0f} s")
+
+
+def summarise(records) -> dict:
+    by = defaultdict(list)
+    for r in records:
+        by[(r["property"], r["split"], r["method"])].append(r)
+    props = sorted({r["property"] for r in records})
+    methods = sorted({r["method"] for r in records} - {"direct"})
+    numbers, rows = {}, []
+    for split_kind in ("random", "ood"):
+        for method in methods:
+            rel = []
+            for p in props:
+                d = by.get((p, split_kind, "direct"))
+                m = by.get((p, split_kind, method))
+                if not d or not m:
+                    continue
+                # paired by seed
+                pairs = [(x["mae"], y["mae"]) for x in d for y in m if x["seed"] == y["seed"]]
+                rel.append(np.mean([b / a - 1 for a, b in pairs]))
+            if rel:
+                numbers[f"{split_kind}/{method}"] = {"mean_rel_change": float(np.mean(rel)),
+                                                     "median_rel_change": float(np.median(rel)),
+                                                     "n_properties": len(rel),
+                                                     "n_improved": int(sum(x < 0 for x in rel))}
+    for p in props:
+        row = {"property": p}
+        for split_kind in ("random", "ood"):
+            d = by.get((p, split_kind, "direct"))
+            m = by.get((p, split_kind, "mpa"))
+            if d and m:
+                rel = [y["mae"] / x["mae"] - 1 for x in d for y in m if x["seed"] == y["seed"]]
+                row[f"{split_kind}_direct_mae"] = float(np.mean([x["mae"] for x in d]))
+                row[f"{split_kind}_mpa_mae"] = float(np.mean([x["mae"] for x in m]))
+                row[f"{split_kind}_change_%"] = 100 * float(np.mean(rel))
+                row[f"{split_kind}_spread_%"] = 100 * float(np.std(rel))
+                row[f"{split_kind}_mpa_spearman"] = float(np.nanmean([x["spearman_abs_err_std"] for x in m]))
+        row["unit"] = d[0]["unit"] if d else ""
+        rows.append(row)
+    cols = ["property", "unit", "random_direct_mae", "random_mpa_mae", "random_change_%", "random_spread_%",
+            "ood_direct_mae", "ood_mpa_mae", "ood_change_%", "ood_spread_%", "ood_mpa_spearman"]
+    table = format_table(rows, cols)
+    lines = [table, "", "| comparison | mean rel. MAE change | median | properties improved |", "|---|---|---|---|"]
+    for k, v in numbers.items():
+        lines.append(f"| {k} vs direct | {100 * v['mean_rel_change']:+.1f}% | {100 * v['median_rel_change']:+.1f}% | "
+                     f"{v['n_improved']}/{v['n_properties']} |")
+    return {"table": "\n".join(lines), "numbers": numbers, "rows": rows}
+
+
+def plots(records) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = summarise(records)
+    rows = s["rows"]
+    fig, ax = plt.subplots(figsize=(10, 6))
+    y = np.arange(len(rows))
+    for k, (split_kind, off) in enumerate((("random", -0.2), ("ood", 0.2))):
+        vals = [r.get(f"{split_kind}_change_%", np.nan) for r in rows]
+        ax.barh(y + off, vals, height=0.4, label=split_kind)
+    ax.set_yticks(y, [r["property"].split("@")[0] for r in rows], fontsize=7)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("MAE change of MPA vs direct fine-tuning (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "mpa_vs_direct_by_property.png", dpi=120)
+    plt.close(fig)
+    pts = [(k.split("/")[1], v["mean_rel_change"]) for k, v in s["numbers"].items()
+           if k.startswith("ood/") and ("sources" in k or k == "ood/mpa")]
+    if len(pts) > 1:
+        n_sources = {"mpa_3_sources": 3, "mpa_10_sources": 10}
+        xs = [n_sources.get(m, None) for m, _ in pts]
+        fig, ax = plt.subplots(figsize=(4, 3))
+        ax.plot([x or len(AUX) * 2 for x in xs], [100 * v for _, v in pts], "o-")
+        ax.set_xlabel("mid-training sources")
+        ax.set_ylabel("mean MAE change vs direct (%)")
+        fig.tight_layout()
+        fig.savefig(RESULTS / "mpa_vs_direct_sources.png", dpi=120)
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

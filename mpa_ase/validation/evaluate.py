@@ -1,0 +1,45 @@
+"""Evaluate a trained head on a real data split: ``mpa validate``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mpa_ase.validation.metrics import all_metrics
+from mpa_ase.validation.splits import apply_split, split
+
+
+def validate(model_path: str, data: dict, task: str, head: str | None = None, split_kind: str = "random",
+             val: float = 0.1, test: float = 0.2, seed: int = 0, cache_dir: str | None = None,
+             progress: bool = False) -> dict:
+    """Metrics of one head of a model file on the test split of ``task`` (split by identity).
+
+    With the same split settings as training, the test compounds are the ones
+    the model never saw. Returns all metrics of :func:`all_metrics` plus the
+    predictions.
+    """
+    from mpa_ase.backbones import load_backbone
+    from mpa_ase.checkpoint import read_parts
+    from mpa_ase.data import load_source
+    from mpa_ase.training.embeddings import EmbeddingCache
+    from mpa_ase.training.trainer import Batcher, HeadSet, predict
+
+    spec, trunk, heads, _ = read_parts(model_path)
+    name = head or (next(iter(heads)) if len(heads) == 1 else None)
+    if name not in heads:
+        raise ValueError(f"choose a head with --head; the model has {sorted(heads)}")
+    samples = [s for s in load_source(data) if s.task == task]
+    if not samples:
+        raise ValueError(f"no samples of task {task!r} in {data}")
+    train, _, test_set = apply_split(samples, split(samples, split_kind, val, test, seed))
+    backbone = load_backbone(spec["name"], model=spec.get("model"))
+    cache = EmbeddingCache(backbone, cache_dir, progress=progress)
+    cache.fill(train + test_set)
+    test_set = [s for s in test_set if cache.has(s)]
+    headset = HeadSet(trunk, {name: heads[name]})
+    mean, std = predict(headset, name, Batcher(cache), test_set)
+    y = np.array([s.value for s in test_set])
+    metrics = all_metrics([s.value for s in train], y, mean, std)
+    return {"head": name, "unit": heads[name].unit, "task": task, "split": split_kind, "seed": seed,
+            "n_train": len(train), "n_test": len(test_set), **metrics,
+            "predictions": {"identity": [s.identity for s in test_set], "y": y.tolist(), "pred": mean.tolist(),
+                            "std": std.tolist()}}

@@ -1,0 +1,52 @@
+"""Metrics against hand-computable cases and independent implementations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpa_ase.validation import (
+    extrapolative_precision,
+    kde_overlap,
+    miscalibration_area,
+    ood_recall,
+    regression_metrics,
+    spearman_error_vs_std,
+)
+
+
+def test_regression_metrics_match_sklearn_definitions():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    p = np.array([1.5, 2.0, 2.0, 5.0])
+    m = regression_metrics(y, p)
+    assert m["mae"] == pytest.approx(0.625)
+    assert m["rmse"] == pytest.approx(np.sqrt((0.25 + 0 + 1 + 1) / 4))
+    assert m["r2"] == pytest.approx(1 - 2.25 / 5.0)
+
+
+def test_extrapolation_metrics():
+    y_train = np.arange(10.0)  # 90% quantile 8.1
+    y_test = np.array([9.0, 12.0, 3.0, 15.0])
+    pred = np.array([10.0, 11.0, 9.0, 2.0])  # calls 0, 1, 2 above 8.1; true above: 0, 1, 3
+    assert extrapolative_precision(y_train, y_test, pred) == pytest.approx(2 / 3)
+    assert ood_recall(np.arange(20.0), np.arange(20.0)) == 1.0
+    assert ood_recall(np.arange(20.0), -np.arange(20.0)) == 0.0
+
+
+def test_kde_overlap_identical_and_disjoint():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=2000)
+    assert kde_overlap(a, a) == pytest.approx(1.0, abs=1e-6)
+    assert kde_overlap(a, a + 20) < 1e-3
+    assert 0.5 < kde_overlap(a, rng.normal(0.5, 1, 2000)) < 0.9  # theory: 2Φ(-0.25) = 0.80
+
+
+def test_calibration_of_gaussian_errors():
+    rng = np.random.default_rng(1)
+    std = rng.uniform(0.5, 2.0, 20000)
+    y = rng.normal(0, std)
+    pred = np.zeros_like(y)
+    assert miscalibration_area(y, pred, std) < 0.01  # honest sigma: calibrated
+    assert miscalibration_area(y, pred, std * 3) > 0.1  # over-dispersed sigma
+    assert spearman_error_vs_std(y, pred, std) > 0.2
+    assert spearman_error_vs_std(y, pred, rng.permutation(std)) == pytest.approx(0, abs=0.03)
