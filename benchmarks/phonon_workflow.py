@@ -1,0 +1,99 @@
+"""Phonon workflow wall time: our batched supercell forces vs one call per
+displacement vs matcalc's PhononCalc, all with the same MPACalculator (CHGNet).
+
+    python benchmarks/phonon_workflow.py [--repeats 3]
+
+Each structure: force constants + thermal properties (0-1000 K, 10 K steps),
+no relaxation (the same input cell for all three). Runs alternate so machine
+noise hits all sides; medians of --repeats. Also checks that the three give
+the same frequencies at Γ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import numpy as np
+from ase.build import bulk
+from ase.spacegroup import crystal
+
+from common import format_table, median, timed, write_results
+
+
+class OneByOne:
+    """The same calculator seen without calculate_batch: one model call per supercell."""
+
+    def __init__(self, calc):
+        self.calc = calc
+
+    def get_forces(self, atoms):  # pragma: no cover - ASE protocol only
+        return self.calc.get_forces(atoms)
+
+    def __getattr__(self, name):
+        if name == "calculate_batch":
+            raise AttributeError(name)
+        return getattr(self.calc, name)
+
+
+def structures():
+    rutile = crystal(["Ti", "O"], [(0, 0, 0), (0.305, 0.305, 0)], spacegroup=136,
+                     cellpar=[4.59, 4.59, 2.96, 90, 90, 90])
+    quartz = crystal(["Si", "O"], [(0.4697, 0, 0), (0.4135, 0.2669, 0.1191)], spacegroup=154,
+                     cellpar=[4.916, 4.916, 5.405, 90, 90, 120])
+    return {
+        "Si (2x2x2 conv., 64 at.)": (bulk("Si", "diamond", 5.43, cubic=True), (2, 2, 2)),
+        "NaCl (2x2x2 conv., 64 at.)": (bulk("NaCl", "rocksalt", 5.64, cubic=True), (2, 2, 2)),
+        "TiO2 rutile (2x2x3, 72 at.)": (rutile, (2, 2, 3)),
+        "SiO2 quartz (2x2x2, 72 at.)": (quartz, (2, 2, 2)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    from matcalc import PhononCalc
+
+    from mpa_ase import MPACalculator
+    from mpa_ase.workflows import phonons
+
+    calc = MPACalculator(backbone="chgnet", device="cpu")
+
+    def ours(atoms, sc, c):
+        ph = phonons(atoms, c, supercell=sc, displacement=0.01, primitive_matrix="P")
+        ph.run_thermal_properties(t_min=0, t_max=1000, t_step=10)
+        return ph
+
+    def theirs(atoms, sc):
+        pc = PhononCalc(calculator=calc, supercell_matrix=np.diag(sc), atom_disp=0.01, relax_structure=False,
+                        t_min=0, t_max=1000, t_step=10, write_force_constants=False, write_band_structure=False,
+                        write_total_dos=False, write_phonon=False, fix_imaginary_attempts=0)
+        return pc.calc(atoms.copy())["phonon"]
+
+    rows = []
+    for name, (atoms, sc) in structures().items():
+        t_b, t_s, t_m = [], [], []
+        for _ in range(args.repeats):
+            t, ph_b = timed(ours, atoms, sc, calc)
+            t_b.append(t)
+            t, ph_s = timed(ours, atoms, sc, OneByOne(calc))
+            t_s.append(t)
+            t, ph_m = timed(theirs, atoms, sc)
+            t_m.append(t)
+        f = [np.sort(p.get_frequencies([0, 0, 0])) for p in (ph_b, ph_s, ph_m)]
+        row = {"structure": name, "displacements": len(ph_b.supercells_with_displacements),
+               "batched_s": median(t_b), "one_by_one_s": median(t_s), "matcalc_s": median(t_m),
+               "batched_vs_one_by_one": median(t_b) / median(t_s), "batched_vs_matcalc": median(t_b) / median(t_m),
+               "max_dfreq_vs_matcalc_THz": float(np.abs(f[0] - f[2]).max()),
+               "max_dfreq_vs_one_by_one_THz": float(np.abs(f[0] - f[1]).max())}
+        rows.append(row)
+        print(row, flush=True)
+    table = format_table(rows, list(rows[0]))
+    print(table)
+    write_results("phonon_workflow", rows, table)
+
+
+if __name__ == "__main__":
+    main()
