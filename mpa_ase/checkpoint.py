@@ -67,7 +67,9 @@ def head_state(head: PropertyHead) -> dict:
 def build_head(entry: dict) -> PropertyHead:
     cfg = dict(entry["config"])
     head = PropertyHead(transform=TargetTransform(**entry["transform"]), **cfg)
-    head.load_state_dict(entry["state"])
+    state = dict(entry["state"])
+    state.setdefault("std_scale", torch.tensor(1.0, dtype=torch.float64))  # files from before calibration
+    head.load_state_dict(state)
     return head
 
 

@@ -179,7 +179,16 @@ def test_unknown_property(chgnet_calc):
         chgnet_calc.get_property("boiling_point", atoms)
 
 
-def test_unknown_backbone_names_package():
+def test_unknown_backbone_names_package(monkeypatch):
+    from mpa_ase import backbones
+
+    # a known plugin that is not installed: simulate by hiding its entry point
+    real = backbones.available_backbones
+
+    def without_mace():
+        return {k: v for k, v in real().items() if k != "mace"}
+
+    monkeypatch.setattr(backbones, "available_backbones", without_mace)
     with pytest.raises(BackboneNotFoundError, match="mpa-ase-mace"):
         MPACalculator(backbone="mace")
     with pytest.raises(BackboneNotFoundError, match="'nope' is not installed"):

@@ -99,6 +99,8 @@ class PropertyHead(nn.Module):
         self.members = nn.ModuleList(
             Readout(self.readout_kind, dim, 1, hidden=hidden, dropout=dropout) for _ in range(members)
         )
+        # post-hoc calibration of the ensemble spread, fitted on validation data
+        self.register_buffer("std_scale", torch.tensor(1.0, dtype=torch.float64))
 
     def member_outputs(self, features: Tensor, graph: AtomsGraph) -> Tensor:
         """(members, systems) outputs in model space (logits for classification)."""
@@ -111,7 +113,8 @@ class PropertyHead(nn.Module):
             mean, std = p.mean(0), p.std(0, unbiased=False)
         else:
             z_mean, z_std = z.mean(0), z.std(0, unbiased=False)
-            mean, std = self.transform.inverse(z_mean), self.transform.inverse_std(z_mean, z_std)
+            mean = self.transform.inverse(z_mean)
+            std = self.transform.inverse_std(z_mean, z_std) * self.std_scale.to(z_std.dtype)
         return {self.name: mean, f"{self.name}_std": std}
 
     def describe(self) -> dict:
@@ -123,4 +126,5 @@ class PropertyHead(nn.Module):
             "members": len(self.members),
             "transform": self.transform.kind,
             "trained_on": self.trained_on,
+            "std_scale": float(self.std_scale),
         }

@@ -14,7 +14,7 @@ from mpa_ase.checkpoint import atomic_save, model_file, read_parts
 from mpa_ase.data import group_tasks, load_source
 from mpa_ase.heads import PropertyHead, TargetTransform, Trunk
 from mpa_ase.training.embeddings import EmbeddingCache
-from mpa_ase.training.trainer import HeadSet, OptimConfig, TaskData, Trainer, data_hash, predict
+from mpa_ase.training.trainer import HeadSet, OptimConfig, TaskData, Trainer, calibrate, data_hash, predict
 from mpa_ase.validation.splits import apply_split, split
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
     if not result["finished"]:
         return {"finished": False, "output": str(out)}
     metrics = {}
+    calibration = {t.head: calibrate(headset, t.head, trainer.batcher, t.val) for t in trainer.tasks.values()}
     for task, t in trainer.tasks.items():
         evals = {}
         for split_name in ("train", "val", "test"):
@@ -166,7 +167,8 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
             if samples:
                 mean, std = predict(headset, t.head, trainer.batcher, samples)
                 evals[split_name] = regression_metrics(np.array([s.value for s in samples]), mean, std)
-        metrics[task] = {"head": t.head, "unit": heads[t.head].unit, "n_train": len(t.train),
+        metrics[task] = {"head": t.head, "unit": heads[t.head].unit, "std_scale": calibration[t.head],
+                         "n_train": len(t.train),
                          "n_val": len(t.val), "n_test": len(t.test), **evals}
         if t.test:
             mean, std = predict(headset, t.head, trainer.batcher, t.test)

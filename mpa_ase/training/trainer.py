@@ -125,10 +125,34 @@ def predict(headset: HeadSet, head: str, batcher: Batcher, samples, chunk: int =
         z = member_predictions(headset, head, batcher, samples[k:k + chunk]).double()
         zm, zs = z.mean(0), z.std(0, unbiased=False)
         means.append(h.transform.inverse(zm))
-        stds.append(h.transform.inverse_std(zm, zs))
+        stds.append(h.transform.inverse_std(zm, zs) * h.std_scale)
     if not means:
         return np.zeros(0), np.zeros(0)
     return torch.cat(means).numpy(), torch.cat(stds).numpy()
+
+
+def _load_tolerant(module: nn.Module, state: dict, where) -> None:
+    """load_state_dict that accepts checkpoints written before heads had ``std_scale``."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.endswith("std_scale")] + list(unexpected)
+    if bad:
+        raise CheckpointError(f"{where} does not match this model (keys {bad[:4]}...)")
+
+
+def calibrate(headset: HeadSet, head: str, batcher: Batcher, samples) -> float:
+    """Scale the head's ensemble spread so that |error|/σ on ``samples`` (validation)
+    matches a unit Gaussian (robust: median |z| = 0.6745). Returns the factor."""
+    h = headset.heads[head]
+    if len(h.members) < 2 or len(samples) < 5:
+        return 1.0
+    h.std_scale.fill_(1.0)
+    mean, std = predict(headset, head, batcher, samples)
+    y = np.array([s.value for s in samples])
+    z = np.abs(y - mean) / np.clip(std, 1e-12, None)
+    factor = float(np.median(z) / 0.6745)
+    if np.isfinite(factor) and factor > 0:
+        h.std_scale.fill_(factor)
+    return float(h.std_scale)
 
 
 def data_hash(tasks: dict[str, TaskData]) -> str:
@@ -263,7 +287,7 @@ class Trainer:
                 bar.close()
                 return {"history": state["history"], "finished": False}
         bar.close()
-        self.headset.load_state_dict(state["best_module"])
+        _load_tolerant(self.headset, state["best_module"], self.checkpoint_path)
         self.headset.eval()
         return {"history": state["history"], "finished": True, "best_metric": state["best_metric"]}
 
@@ -285,7 +309,7 @@ class Trainer:
                 f"{self.checkpoint_path} belongs to a run with another config or other data; "
                 "choose a new output folder or pass restart=True (--restart) to start over"
             )
-        self.headset.load_state_dict(obj["module"])
+        _load_tolerant(self.headset, obj["module"], self.checkpoint_path)
         self.optimizer.load_state_dict(obj["optimizer"])
         return {"epoch": obj["epoch"], "best_metric": obj["best_metric"], "bad_epochs": obj["bad_epochs"],
                 "history": json.loads(obj["history"]), "best_module": obj["best_module"]}
