@@ -105,7 +105,7 @@ def cmd_train(args) -> int:
 
     from mpa_ase.training import run_phase
 
-    summary = run_phase(args.phase, args.config, progress=not args.quiet, restart=args.restart)
+    summary = run_phase(args.phase, args.config, progress=not args.quiet, restart=args.restart, finish=args.finish)
     for task, m in summary.get("metrics", {}).items():
         test = m.get("test") or m.get("val") or m.get("train")
         print(f"{task}: MAE {test['mae']:.4g} {m['unit']} (R² {test['r2']:.3f}, n_train {m['n_train']}, "
@@ -421,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("phase", choices=["pretrain", "midtrain", "posttrain"])
     p.add_argument("--config", required=True, help="YAML file (see examples/training/)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the output folder")
+    p.add_argument("--finish", action="store_true",
+                   help="stop an interrupted run now: write the best model from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 

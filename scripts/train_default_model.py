@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=str(ROOT / "runs" / "default_model"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--finish-midtrain", action="store_true",
+                    help="end an interrupted mid-training now with its best weights (recorded in the model file)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from mpa_ase.checkpoint import DEFAULT_MODEL, atomic_save, model_file, read_parts
@@ -71,14 +73,15 @@ def main(argv=None) -> int:
     targets = [{"data": d, "task": t} for _, d, t in TARGETS]
     mid = run_phase("midtrain", {**common, "output": str(work / "midtrain"), "init": str(work / "pretrain/model.pt"),
                                  "data": MIDTRAIN_DATA, "target": targets, "exclude_target_task": False,
-                                 "optim": {"epochs": 80, "patience": 10, "batch_size": 128}}, progress=progress)
+                                 "optim": {"epochs": 80, "patience": 10, "batch_size": 128}}, progress=progress,
+                    finish=args.finish_midtrain)
     print("leakage guard:", mid["leakage_guard"])
     heads, report = {}, []
     for name, data, task in TARGETS:
         out = run_phase("posttrain", {**common, "output": str(work / f"post_{name}"),
                                       "init": str(work / "midtrain/model.pt"), "head_name": name,
                                       "target": {"data": data, "task": task}, "head": {"members": 5},
-                                      "optim": {"epochs": 150, "patience": 20, "trunk_lr": 0.0}}, progress=progress)
+                                      "optim": {"epochs": 60, "patience": 10, "batch_size": 128, "trunk_lr": 0.0}}, progress=progress)
         spec, trunk, post_heads, _ = read_parts(out["model"])
         heads[name] = post_heads[name]
         m = out["metrics"][task]

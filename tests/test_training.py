@@ -208,3 +208,14 @@ def test_uncertainty_is_calibrated_and_ranks_errors(runs):
     assert scale != 1.0
     assert miscalibration_area(y, pred, std) < miscalibration_area(y, pred, std / scale)
     assert spearman_error_vs_std(y, pred, std) > 0
+
+
+def test_finish_ends_an_interrupted_run_with_its_best_weights(runs, tmp_path):
+    base = {**runs["base"], "optim": {"epochs": 30, "patience": 100}, "init": runs["mid"]["model"], "target": TARGET,
+            "output": str(tmp_path / "run")}
+    with pytest.raises(CheckpointError, match="nothing to finish"):
+        run_phase("posttrain", base, progress=False, finish=True)
+    run_phase("posttrain", base, progress=False, stop_after=3)
+    out = run_phase("posttrain", base, progress=False, finish=True)
+    assert out["finished"] and len(out["history"]) == 3
+    assert (tmp_path / "run" / "model.pt").exists()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 
 def run_phase(phase: str, config, *, progress: bool = True, stop_after: int | None = None,
-              restart: bool = False) -> dict:
-    """Run one phase from a YAML path or a dict; resumes from the output folder's checkpoint."""
+              restart: bool = False, finish: bool = False) -> dict:
+    """Run one phase from a YAML path or a dict; resumes from the output folder's checkpoint.
+
+    ``finish`` ends an interrupted run early: its best weights so far become the model.
+    """
     from pathlib import Path
 
     from mpa_ase.training.common import PHASES, read_config
@@ -23,4 +26,4 @@ def run_phase(phase: str, config, *, progress: bool = True, stop_after: int | No
         if ckpt.exists():
             ckpt.unlink()
     fn = {"pretrain": pretrain, "midtrain": midtrain, "posttrain": posttrain}[phase]
-    return fn(cfg, progress=progress, stop_after=stop_after)
+    return fn(cfg, progress=progress, stop_after=stop_after, finish=finish)

@@ -124,7 +124,7 @@ def split_task(samples, cfg: dict):
 def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, tasks: dict[str, list],
                     *, members: int | None = None, progress: bool = True, split_all: bool = True,
                     extra_meta: dict | None = None, stop_after: int | None = None, resume: bool = True,
-                    cache: EmbeddingCache | None = None) -> dict:
+                    cache: EmbeddingCache | None = None, finish: bool = False) -> dict:
     """Train trunk + one head per task, evaluate, write model.pt, metrics.json and plots.
 
     Returns a summary dict (per-task metrics, paths); ``finished`` is False
@@ -155,7 +155,7 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
     headset = HeadSet(trunk, heads)
     trainer = Trainer(headset, task_data, cache, optim, out, progress=progress,
                       config={k: v for k, v in cfg.items() if k != "output"})
-    result = trainer.fit(stop_after=stop_after, resume=resume)
+    result = trainer.fit(stop_after=stop_after, resume=resume, finish=finish)
     if not result["finished"]:
         return {"finished": False, "output": str(out)}
     metrics = {}

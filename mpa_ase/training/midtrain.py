@@ -43,13 +43,14 @@ def midtrain_samples(cfg: dict) -> tuple[list, dict]:
                   "removed_target_task": dropped_task}
 
 
-def midtrain(config, *, progress: bool = True, stop_after: int | None = None) -> dict:
+def midtrain(config, *, progress: bool = True, stop_after: int | None = None, finish: bool = False) -> dict:
     cfg = read_config(config)
     spec, backbone, trunk, _ = backbone_and_trunk(cfg)
     samples, guard = midtrain_samples(cfg)
     if not samples:
         raise ValueError("mid-training has no data left after the leakage guard")
     summary = train_and_write(cfg, "midtrain", spec, backbone, trunk, group_tasks(samples), progress=progress,
-                              extra_meta={"leakage_guard": guard}, stop_after=stop_after)
+                              extra_meta={"leakage_guard": guard}, stop_after=stop_after,
+                              finish=finish)
     summary["leakage_guard"] = guard
     return summary

@@ -12,7 +12,7 @@ from mpa_ase.data import load_source
 from mpa_ase.training.common import backbone_and_trunk, read_config, train_and_write
 
 
-def posttrain(config, *, progress: bool = True, stop_after: int | None = None) -> dict:
+def posttrain(config, *, progress: bool = True, stop_after: int | None = None, finish: bool = False) -> dict:
     cfg = read_config(config)
     target = cfg.get("target")
     if not target or "task" not in target or "data" not in target:
@@ -25,4 +25,4 @@ def posttrain(config, *, progress: bool = True, stop_after: int | None = None) -
         raise ValueError(f"target task {target['task']!r} has no samples in {target['data']}")
     cfg.setdefault("head_name", samples[0].property)
     return train_and_write(cfg, "posttrain", spec, backbone, trunk, {target["task"]: samples}, members=5,
-                           progress=progress, stop_after=stop_after)
+                           progress=progress, stop_after=stop_after, finish=finish)

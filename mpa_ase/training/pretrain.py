@@ -16,7 +16,7 @@ from mpa_ase.data import group_tasks
 from mpa_ase.training.common import backbone_and_trunk, load_samples, read_config, train_and_write
 
 
-def pretrain(config, *, progress: bool = True, stop_after: int | None = None) -> dict:
+def pretrain(config, *, progress: bool = True, stop_after: int | None = None, finish: bool = False) -> dict:
     cfg = read_config(config)
     if cfg.get("init"):
         raise ValueError("pretrain starts from a backbone; 'init' belongs to midtrain/posttrain")
@@ -27,4 +27,4 @@ def pretrain(config, *, progress: bool = True, stop_after: int | None = None) ->
         atomic_save(model_file(spec, trunk, {}, phase="pretrain", config=cfg), out / "model.pt")
         return {"finished": True, "output": str(out), "model": str(out / "model.pt"), "metrics": {}}
     return train_and_write(cfg, "pretrain", spec, backbone, trunk, group_tasks(samples), progress=progress,
-                           stop_after=stop_after)
+                           stop_after=stop_after, finish=finish)

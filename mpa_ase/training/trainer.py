@@ -249,13 +249,16 @@ class Trainer:
                 scores.append(mae / float(head.transform.scale))
         return float(np.mean(scores)), maes
 
-    def fit(self, *, resume: bool = True, stop_after: int | None = None) -> dict:
+    def fit(self, *, resume: bool = True, stop_after: int | None = None, finish: bool = False) -> dict:
         """Train to the epoch limit or early stop; returns the history.
 
         ``stop_after`` ends this call after that many epochs (as an interrupt
-        would); calling ``fit`` again resumes from the checkpoint.
+        would); calling ``fit`` again resumes from the checkpoint. ``finish``
+        ends a run now: no more epochs, the best weights of its checkpoint.
         """
         state = self._resume() if resume else None
+        if finish and state is None:
+            raise CheckpointError(f"nothing to finish: no checkpoint in {self.out_dir}")
         if state is None:
             for name, t in self.tasks.items():
                 fit_transform(self.headset.heads[t.head], t.train)
@@ -263,7 +266,7 @@ class Trainer:
                      "best_module": copy.deepcopy(self.headset.state_dict())}
         done_here = 0
         bar = tqdm(total=self.cfg.epochs, initial=state["epoch"], desc="training", disable=not self.progress)
-        while state["epoch"] < self.cfg.epochs and state["bad_epochs"] < self.cfg.patience:
+        while not finish and state["epoch"] < self.cfg.epochs and state["bad_epochs"] < self.cfg.patience:
             epoch = state["epoch"]
             torch.manual_seed(self.cfg.seed * 100_003 + epoch)
             self.headset.train()
