@@ -4,7 +4,7 @@ displacement vs matcalc's PhononCalc, all with the same MPACalculator (CHGNet).
     python benchmarks/phonon_workflow.py [--repeats 3]
 
 Each structure: force constants + thermal properties (0-1000 K, 10 K steps),
-no relaxation (the same input cell for all three). Runs alternate so machine
+no relaxation (the same input cell for all three), phonopy's default mesh. Runs alternate so machine
 noise hits all sides; medians of --repeats. Also checks that the three give
 the same frequencies at Γ.
 """
@@ -62,7 +62,9 @@ def main() -> None:
     calc = MPACalculator(backbone="chgnet", device="cpu")
 
     def ours(atoms, sc, c):
-        ph = phonons(atoms, c, supercell=sc, displacement=0.01, primitive_matrix="P")
+        # no force-constant symmetrisation: matcalc does none, and on unrelaxed cells it matters
+        ph = phonons(atoms, c, supercell=sc, displacement=0.01, primitive_matrix="P", symmetrize=False)
+        ph.run_mesh(with_eigenvectors=True)  # as matcalc does (phonopy's default mesh)
         ph.run_thermal_properties(t_min=0, t_max=1000, t_step=10)
         return ph
 
