@@ -161,10 +161,15 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(runs, tmp_path):
     import yaml
 
     base = {**runs["base"], "optim": {"epochs": 25, "patience": 100}, "init": runs["mid"]["model"], "target": TARGET}
-    full = run_phase("posttrain", {**base, "output": str(tmp_path / "full")}, progress=False)
-    cfg = tmp_path / "cut.yaml"
-    cfg.write_text(yaml.safe_dump({**base, "output": str(tmp_path / "cut")}))
-    cmd = [sys.executable, "-m", "mpa_ase.cli", "train", "posttrain", "--config", str(cfg), "--quiet"]
+
+    def command(name):
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(yaml.safe_dump({**base, "output": str(tmp_path / name)}))
+        return [sys.executable, "-m", "mpa_ase.cli", "train", "posttrain", "--config", str(cfg), "--quiet"]
+
+    # the reference runs in a process of its own too: same threads, same numerics
+    subprocess.run(command("full"), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = command("cut")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "cut" / "checkpoint.pt"
     deadline = time.time() + 300
@@ -185,7 +190,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(runs, tmp_path):
         pytest.skip("the run finished before it could be killed (machine too fast for this timing)")
     assert not (tmp_path / "cut" / "model.pt").exists()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    a = torch.load(full["model"], weights_only=True)
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
     for name, t in a["trunk"]["state"].items():
         assert torch.equal(t, b["trunk"]["state"][name]), name
