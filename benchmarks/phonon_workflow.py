@@ -27,9 +27,6 @@ class OneByOne:
     def __init__(self, calc):
         self.calc = calc
 
-    def get_forces(self, atoms):  # pragma: no cover - ASE protocol only
-        return self.calc.get_forces(atoms)
-
     def __getattr__(self, name):
         if name == "calculate_batch":
             raise AttributeError(name)

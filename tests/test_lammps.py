@@ -36,6 +36,11 @@ def test_forces_energy_pressure_equal_ase(chgnet_calc64):
         expected = -s[i, j] / units.bar
         assert system.thermo(name) == pytest.approx(expected, rel=1e-4, abs=1e-3 * abs(s).max() / units.bar)
     assert system.calls >= 1
+    # the state read back is the input structure in ASE's frame (triclinic: a real rotation)
+    back = system.atoms()
+    assert np.allclose(back.cell.array, atoms.cell.array, atol=1e-8)
+    d = (back.positions - atoms.positions) @ np.linalg.inv(atoms.cell.array)
+    assert np.abs(d - np.round(d)).max() < 1e-8
     system.close()
 
 

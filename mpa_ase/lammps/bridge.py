@@ -163,9 +163,10 @@ thermo_style custom step temp pe ke etotal press pxx pyy pzz pxy pxz pyz vol
         n = self.nlocal
         ids = np.asarray(self.lmp.numpy.extract_atom("id"))[:n]
         v = np.asarray(self.lmp.numpy.extract_atom("v"))[:n][np.argsort(ids)]
-        cell = self.prism.update_cell(a.cell.array) if hasattr(self.prism, "update_cell") else a.cell.array
+        # rows of the LAMMPS box rotated back like any vector (Prism.update_cell would rotate
+        # as well and change the Prism's state on every call)
         out = Atoms(symbols=a.get_chemical_symbols(), positions=self.prism.vector_to_ase(a.positions),
-                    cell=self.prism.vector_to_ase(np.asarray(cell)), pbc=self.pbc)
+                    cell=self.prism.vector_to_ase(a.cell.array), pbc=self.pbc)
         out.set_velocities(self.prism.vector_to_ase(v) / (units.fs * 1000.0))
         return out
 

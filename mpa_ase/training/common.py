@@ -162,16 +162,17 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
     calibration = {t.head: calibrate(headset, t.head, trainer.batcher, t.val) for t in trainer.tasks.values()}
     for task, t in trainer.tasks.items():
         evals = {}
+        predictions = {}
         for split_name in ("train", "val", "test"):
             samples = getattr(t, split_name)
             if samples:
-                mean, std = predict(headset, t.head, trainer.batcher, samples)
-                evals[split_name] = regression_metrics(np.array([s.value for s in samples]), mean, std)
+                predictions[split_name] = predict(headset, t.head, trainer.batcher, samples)
+                evals[split_name] = regression_metrics(np.array([s.value for s in samples]), *predictions[split_name])
         metrics[task] = {"head": t.head, "unit": heads[t.head].unit, "std_scale": calibration[t.head],
                          "n_train": len(t.train),
                          "n_val": len(t.val), "n_test": len(t.test), **evals}
         if t.test:
-            mean, std = predict(headset, t.head, trainer.batcher, t.test)
+            mean, std = predictions["test"]
             metrics[task]["test_predictions"] = {
                 "identity": [s.identity for s in t.test], "y": [s.value for s in t.test],
                 "pred": mean.tolist(), "std": std.tolist(),
