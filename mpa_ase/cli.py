@@ -281,7 +281,7 @@ def cmd_validate(args) -> int:
             print("give --predictions FILE, or --model, --data and --task", file=sys.stderr)
             return 2
         result = validate(args.model, json.loads(args.data), args.task, head=args.head, split_kind=args.split,
-                          seed=args.seed, progress=not args.quiet)
+                          seed=args.seed, threshold=args.threshold, progress=not args.quiet)
         result.pop("predictions")
     print(_table([{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in result.items()}], list(result)))
     return 0
@@ -324,6 +324,8 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mpa_ase.validation.splits import DEFAULT_THRESHOLD, SPLITS
+
     parser = argparse.ArgumentParser(prog="mpa", description="mpa-ase: materials foundation models in ASE")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -411,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", help="head name (needed when the model has several)")
     p.add_argument("--data", help='loader spec as JSON, e.g. \'{"loader": "chemicals", "property": "flash_point"}\'')
     p.add_argument("--task", help="property@source to evaluate")
-    p.add_argument("--split", default="random", choices=["random", "scaffold", "cluster", "forward"])
+    p.add_argument("--split", default="random", choices=list(SPLITS))
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="redundancy split: no test compound this similar (or more) to a training one")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--predictions", help="or: a CSV with columns y, pred, split[, std]")
     p.add_argument("--quiet", action="store_true")

@@ -12,7 +12,13 @@ pytest.importorskip("rdkit")
 
 from mpa_ase.data import group_tasks, leakage_guard  # noqa: E402
 from mpa_ase.data.molecules import CHEM_PROPERTIES, conformers, load_chemicals, load_qm9  # noqa: E402
-from mpa_ase.validation.splits import apply_split, chemical_system, murcko_scaffold, split  # noqa: E402
+from mpa_ase.validation.splits import (  # noqa: E402
+    apply_split,
+    chemical_system,
+    murcko_scaffold,
+    similarity_matrix,
+    split,
+)
 
 
 def test_chemicals_labels_equal_the_source_and_units_convert():
@@ -98,6 +104,49 @@ def test_cluster_split_keeps_chemical_systems_apart(shared_data):
     train, _, test = apply_split(samples, split(samples, "cluster", 0.1, 0.2, seed=0))
     systems = lambda group: {chemical_system(s) for s in group}  # noqa: E731
     assert test and not systems(train) & systems(test)
+
+
+def _max_cross_similarity(samples, a, b):
+    one = {}
+    for s in samples:
+        one.setdefault(s.identity, s)
+    ids_a, ids_b = sorted(a), sorted(b)
+    sim = similarity_matrix([one[i] for i in ids_a + ids_b])
+    return sim[: len(ids_a), len(ids_a):].max()
+
+
+def test_redundancy_split_honours_the_similarity_threshold():
+    samples = load_chemicals("flash_point", sources=["Serat DIPPR (2017)"])
+    tr, va, te = split(samples, "redundancy", 0.1, 0.2, seed=0, threshold=0.5)
+    assert not (tr & va or tr & te or va & te) and tr | va | te == {s.identity for s in samples}
+    assert len(te) > 0.1 * len({s.identity for s in samples})
+    assert _max_cross_similarity(samples, te, tr) < 0.5 and _max_cross_similarity(samples, va, tr) < 0.5
+    # a random split of the same data is redundant: near-duplicates straddle it
+    rtr, _, rte = split(samples, "random", 0.1, 0.2, seed=0)
+    assert _max_cross_similarity(samples, rte, rtr) >= 0.9
+    # Tanimoto of Morgan fingerprints: 1 on itself, symmetric
+    sim = similarity_matrix(samples[:20])
+    assert np.allclose(np.diag(sim), 1) and np.allclose(sim, sim.T)
+    with pytest.raises(ValueError, match="threshold"):
+        split(samples, "redundancy", threshold=0)
+
+
+def test_composition_similarity_of_crystals():
+    from types import SimpleNamespace
+
+    xs = [SimpleNamespace(identity=f, formula=f) for f in ("Fe2O3", "Fe3O4", "NaCl", "Fe2O3")]
+    sim = similarity_matrix(xs)
+    # fractions (0.4, 0.6) vs (3/7, 4/7): 1 - (1/35 + 1/35) / 2 = 34/35
+    assert sim[0, 1] == pytest.approx(34 / 35) and sim[0, 2] == 0 and sim[0, 3] == 1
+
+
+@pytest.mark.shared_data
+def test_redundancy_split_of_crystals(shared_data):
+    from mpa_ase.data.crystals import load_borlido
+
+    samples = load_borlido(["Experimental"])
+    tr, va, te = split(samples, "redundancy", 0.1, 0.2, seed=1, threshold=0.7)
+    assert te and _max_cross_similarity(samples, te, tr) < 0.7 and _max_cross_similarity(samples, va, tr) < 0.7
 
 
 @pytest.mark.shared_data

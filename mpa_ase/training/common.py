@@ -118,7 +118,8 @@ def split_cfg(cfg: dict) -> dict:
 
 def split_task(samples, cfg: dict):
     sc = split_cfg(cfg)
-    return apply_split(samples, split(samples, sc["kind"], sc["val"], sc["test"], sc["seed"]))
+    extra = {"threshold": sc["threshold"]} if "threshold" in sc else {}
+    return apply_split(samples, split(samples, sc["kind"], sc["val"], sc["test"], sc["seed"], **extra))
 
 
 def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, tasks: dict[str, list],

@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 from mpa_ase.validation.metrics import all_metrics
-from mpa_ase.validation.splits import apply_split, split
+from mpa_ase.validation.splits import DEFAULT_THRESHOLD, apply_split, split
 
 
 def validate(model_path: str, data: dict, task: str, head: str | None = None, split_kind: str = "random",
-             val: float = 0.1, test: float = 0.2, seed: int = 0, cache_dir: str | None = None,
+             val: float = 0.1, test: float = 0.2, seed: int = 0, threshold: float = DEFAULT_THRESHOLD,
+             cache_dir: str | None = None,
              progress: bool = False) -> dict:
     """Metrics of one head of a model file on the test split of ``task`` (split by identity).
 
     With the same split settings as training, the test compounds are the ones
     the model never saw. Returns all metrics of :func:`all_metrics` plus the
-    predictions.
+    predictions. ``threshold`` is the similarity bound of the redundancy split.
     """
     from mpa_ase.backbones import load_backbone
     from mpa_ase.checkpoint import read_parts
@@ -30,7 +31,7 @@ def validate(model_path: str, data: dict, task: str, head: str | None = None, sp
     samples = [s for s in load_source(data) if s.task == task]
     if not samples:
         raise ValueError(f"no samples of task {task!r} in {data}")
-    train, _, test_set = apply_split(samples, split(samples, split_kind, val, test, seed))
+    train, _, test_set = apply_split(samples, split(samples, split_kind, val, test, seed, threshold))
     backbone = load_backbone(spec["name"], model=spec.get("model"))
     cache = EmbeddingCache(backbone, cache_dir, progress=progress)
     cache.fill(train + test_set)
