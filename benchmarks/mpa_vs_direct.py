@@ -2,14 +2,17 @@
 random and out-of-distribution splits, several seeds, paired.
 
     python benchmarks/mpa_vs_direct.py --quick      # 1 seed, smaller data caps (< 15 min on 2 cores, warm cache)
-    python benchmarks/mpa_vs_direct.py              # 3 seeds + ablations
+    python benchmarks/mpa_vs_direct.py              # 3 seeds; ablations on the OOD split of seed 0
 
 Protocol. Backbone: CHGNet 0.3.0, frozen (embeddings cached). For each split
 kind (random; OOD = Murcko-scaffold split for molecules, chemical-system
 cluster split for crystals) and seed:
   * direct: a fresh shared trunk + a new head trained on the target only;
   * mpa: the trunk mid-trained on the auxiliary sources (per-source heads),
-    then the same post-training as direct.
+    then the same post-training as direct, except that the target head starts
+    from the mid-training head of the same property from another source when
+    there is one (e.g. boiling point YAWS for the CRC target), as
+    ``mpa train posttrain`` does by default (``head_init: related``).
 Mid-training never sees a target task (all 30 targets are excluded from it)
 and never sees a target's validation/test compound under any source (the
 leakage guard removes the union of all targets' held-out identities), so one
@@ -17,10 +20,16 @@ mid-training per (split, seed) serves every target. Post-training budgets are
 identical for both methods. Ablations (full mode): mid-training without
 computational sources; mid-training on sources of the other material class
 only (crystal sources for molecular targets and vice versa: physically
-unrelated); readout variants of the MPA head; number of mid-training sources.
+unrelated); a fresh target head on the mid-trained trunk; readout variants of
+the MPA head; number of mid-training sources.
 
-Writes benchmarks/results/mpa_vs_direct.{json,md} (records: property, split,
-seed, method, mae, n_train, n_test, unit, spearman_abs_err_std) and plots.
+Writes benchmarks/results/mpa_vs_direct.json, the list of records (property,
+split, seed, method, mae, n_train, n_test, unit, r2, spearman_abs_err_std,
+head_init), mpa_vs_direct_summary.{json,md} (per-property table, means, the
+command) and plots; --quick writes mpa_vs_direct_quick*. Records are appended
+to <work>/records.jsonl as they come: a rerun resumes, and
+``--merge A/records.jsonl B/records.jsonl`` reports runs done side by side
+(e.g. ``--splits ood --seeds 1 --work runs/ablations`` next to the main run).
 Data: chemicals (handbook data by source), qm9pack, and the shared folder
 (Borlido band gaps, 3DSC, matcalc); see ../shared/DATA.md for citations.
 """
@@ -110,6 +119,19 @@ AUX = [
 ]
 
 
+METHOD_NAMES = ("direct", "mpa", "mpa_fresh_head", "mpa_no_computational", "mpa_other_class_only", "mpa_3_sources", "mpa_10_sources",
+                "mpa_readout_mean", "mpa_readout_attention", "mpa_readout_sum")
+
+
+def expected_methods(crystal: bool, ablate: bool) -> list[str]:
+    """direct and mpa always; with ablations the other trunks, and readout
+    variants for molecules (crystal heads always use the attention readout)."""
+    if not ablate:
+        return ["direct", "mpa"]
+    out = [m for m in METHOD_NAMES if not m.startswith("mpa_readout_")]
+    return out + ([] if crystal else [m for m in METHOD_NAMES if m.startswith("mpa_readout_")])
+
+
 def load(spec: dict, cap: int, seed: int = 0) -> list:
     from mpa_ase.data import load_source
 
@@ -141,27 +163,36 @@ def split_cfg(kind, seed, crystal):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--splits", default="random,ood", help="comma-separated: random, ood")
+    ap.add_argument("--merge", nargs="+", metavar="RECORDS_JSONL",
+                    help="only report: merge the records.jsonl of finished runs into the results files")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--work", default="runs/mpa_vs_direct")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--ablation-seeds", type=int, default=1, help="full mode: run the ablations on this many seeds")
+    ap.add_argument("--ablation-splits", default="ood", help="full mode: comma-separated split kinds for ablations")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     from mpa_ase.backbones import load_backbone
     from mpa_ase.data import leakage_guard
     from mpa_ase.heads import Trunk
-    from mpa_ase.training.common import train_and_write
+    from mpa_ase.checkpoint import read_parts
+    from mpa_ase.training.common import related_head, train_and_write
     from mpa_ase.training.embeddings import EmbeddingCache
     from mpa_ase.validation.splits import apply_split, split
 
     t_start = time.time()
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
-    target_cap = 300 if args.quick else 600
-    aux_cap = 200 if args.quick else 400
-    post_optim = {"epochs": 40 if args.quick else 60, "patience": 8, "batch_size": 64}
-    mid_optim = {"epochs": 25 if args.quick else 40, "patience": 6, "batch_size": 128}
+    target_cap = 250 if args.quick else 400
+    aux_cap = 200 if args.quick else 300
+    post_optim = {"epochs": 30 if args.quick else 60, "patience": 8 if args.quick else 15, "batch_size": 64}
+    mid_optim = {"epochs": 20 if args.quick else 40, "patience": 6 if args.quick else 8, "batch_size": 128}
     work = Path(args.work)
     spec = {"name": "chgnet", "model": "0.3.0"}
     backbone = load_backbone("chgnet", model="0.3.0")
@@ -179,11 +210,19 @@ def main() -> None:
     cache.fill([s for group in targets.values() for s in group] + aux)
     cache_dir = str(cache.path.parent)
 
-    records = []
-    scaling = []
-    split_kinds = ["random", "ood"]
+    # records are appended as they come, so an interrupted run resumes where it stopped
+    work.mkdir(parents=True, exist_ok=True)
+    log_path = work / "records.jsonl"
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] \
+        if log_path.exists() else []
+    done = {(r["property"], r["split"], r["seed"], r["method"]) for r in records}
+    if done:
+        print(f"resuming: {len(done)} records from {log_path}", flush=True)
+    split_kinds = [k for k in ("random", "ood") if k in args.splits.split(",")]
+    ablation_splits = set(args.ablation_splits.split(","))
     for kind in split_kinds:
         for seed in seeds:
+            ablate = not args.quick and kind in ablation_splits and seed < args.ablation_seeds
             protected, held = set(), {}
             for task, samples in targets.items():
                 sc = split_cfg(kind, seed, samples[0].formula is not None)
@@ -191,10 +230,6 @@ def main() -> None:
                 protected |= sets[1] | sets[2]
                 held[task] = sc
             mid_samples, removed = leakage_guard(aux, protected)
-            variants = {"mpa": lambda s: True}
-            if not args.quick:
-                variants["mpa_no_computational"] = lambda s: s.kind == "experimental"
-                variants["mpa_other_class_only"] = None  # chosen per target below
             mids = {}
 
             def midtrain(name, samples):
@@ -206,66 +241,99 @@ def main() -> None:
                 for s in samples:
                     groups[s.task].append(s)
                 out = train_and_write(cfg, "midtrain", spec, backbone, trunk, dict(groups), progress=False, cache=cache)
-                return trunk, out
+                return trunk, read_parts(out["model"])[2]
 
+            pending = [t for t, smp in targets.items()
+                       if any((t, kind, seed, m) not in done for m in expected_methods(smp[0].formula is not None,
+                                                                                        ablate))]
+            if not pending:
+                continue
             t0 = time.time()
-            mids["mpa"] = midtrain("all", mid_samples)[0]
-            if not args.quick:
+            mids["mpa"] = midtrain("all", mid_samples)
+            if ablate:
                 mids["mpa_no_computational"] = midtrain(
-                    "experimental_only", [s for s in mid_samples if s.kind == "experimental"])[0]
-                mids["mol_sources_only"] = midtrain("molecular_only", [s for s in mid_samples if s.formula is None])[0]
-                mids["xtal_sources_only"] = midtrain("crystal_only", [s for s in mid_samples if s.formula is not None])[0]
-                if seed == 0:
-                    tasks_all = sorted({s.task for s in mid_samples})
-                    rng = np.random.default_rng(seed)
-                    for k in (3, 10):
-                        chosen = set(rng.choice(tasks_all, size=min(k, len(tasks_all)), replace=False))
-                        mids[f"mpa_{k}_sources"] = midtrain(f"{k}_sources",
-                                                            [s for s in mid_samples if s.task in chosen])[0]
+                    "experimental_only", [s for s in mid_samples if s.kind == "experimental"])
+                mids["mol_sources_only"] = midtrain("molecular_only", [s for s in mid_samples if s.formula is None])
+                mids["xtal_sources_only"] = midtrain("crystal_only", [s for s in mid_samples if s.formula is not None])
+                tasks_all = sorted({s.task for s in mid_samples})
+                rng = np.random.default_rng(seed)
+                for k in (3, 10):
+                    chosen = set(rng.choice(tasks_all, size=min(k, len(tasks_all)), replace=False))
+                    mids[f"mpa_{k}_sources"] = midtrain(f"{k}_sources", [s for s in mid_samples if s.task in chosen])
             print(f"[{kind} seed {seed}] mid-training: {time.time() - t0:.0f} s, {len(mid_samples)} samples "
                   f"({removed} removed by the leakage guard)", flush=True)
 
             for task, samples in targets.items():
                 crystal = samples[0].formula is not None
                 sc = held[task]
-                methods = {"direct": None, "mpa": mids["mpa"]}
-                readouts = {"direct": "hybrid", "mpa": "hybrid"}
-                if not args.quick:
-                    methods["mpa_no_computational"] = mids["mpa_no_computational"]
-                    methods["mpa_other_class_only"] = mids["mol_sources_only" if crystal else "xtal_sources_only"]
-                    for k in (3, 10):
-                        if f"mpa_{k}_sources" in mids:
-                            methods[f"mpa_{k}_sources"] = mids[f"mpa_{k}_sources"]
-                    if not crystal:
-                        for ro in ("mean", "attention", "sum"):
-                            methods[f"mpa_readout_{ro}"] = mids["mpa"]
-                            readouts[f"mpa_readout_{ro}"] = ro
-                for method, trunk0 in methods.items():
+                methods, readouts = {}, {}
+                for method in expected_methods(crystal, ablate):
+                    if method == "mpa_other_class_only":
+                        methods[method] = mids["mol_sources_only" if crystal else "xtal_sources_only"]
+                    elif method.startswith("mpa_readout_") or method == "mpa_fresh_head":
+                        methods[method] = mids["mpa"]
+                        readouts[method] = method.rsplit("_", 1)[1] if method.startswith("mpa_readout_") else "hybrid"
+                    else:
+                        methods[method] = mids.get(method)
+                for method, mid in methods.items():
+                    if (task, kind, seed, method) in done:
+                        continue
+                    trunk0, mid_heads = mid if mid is not None else (None, {})
+                    # MPA's post-training starts the head from the same property's head of
+                    # another source, when mid-training had one (never the target source)
+                    source = None if method == "mpa_fresh_head" else related_head(mid_heads, samples[0].property)
                     torch.manual_seed(seed)
                     trunk = copy.deepcopy(trunk0) if trunk0 is not None else Trunk(backbone.embedding_dim, 128, 2)
                     cfg = {"output": str(work / f"{kind}_s{seed}" / "post" / f"{task.replace(' ', '_')}_{method}"),
                            "seed": seed, "cache_dir": cache_dir, "split": sc, "optim": post_optim,
                            "head": {"members": 3, "readout": readouts.get(method, "hybrid")}}
                     out = train_and_write(cfg, "posttrain", spec, backbone, trunk, {task: samples}, progress=False,
-                                          cache=cache)
+                                          cache=cache, init_heads={task: source} if source is not None else None)
                     m = out["metrics"][task]
-                    records.append({"property": task, "split": kind, "split_kind": sc["kind"], "seed": seed,
-                                    "method": method, "mae": m["test"]["mae"], "r2": m["test"]["r2"],
-                                    "n_train": m["n_train"], "n_test": m["n_test"], "unit": m["unit"],
-                                    "spearman_abs_err_std": m["test"].get("spearman_abs_err_std", float("nan"))})
+                    rec = {"property": task, "split": kind, "split_kind": sc["kind"], "seed": seed,
+                           "method": method, "mae": m["test"]["mae"], "r2": m["test"]["r2"],
+                           "n_train": m["n_train"], "n_test": m["n_test"], "unit": m["unit"],
+                           "spearman_abs_err_std": m["test"].get("spearman_abs_err_std", float("nan")),
+                           "head_init": source.trained_on if source is not None else "fresh"}
+                    records.append(rec)
+                    with log_path.open("a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
                 d = {r["method"]: r["mae"] for r in records if r["property"] == task and r["split"] == kind
                      and r["seed"] == seed}
                 print(f"  {task} [{kind}, seed {seed}]: direct {d['direct']:.4g}, mpa {d['mpa']:.4g} "
                       f"({(d['mpa'] / d['direct'] - 1) * 100:+.1f}%)", flush=True)
     wall = time.time() - t_start
-    summary = summarise(records)
-    (RESULTS / "mpa_vs_direct_records.json").write_text(json.dumps(records, indent=1))
-    table = summary["table"]
-    print(table)
-    write_results("mpa_vs_direct", records, table,
-                  extra={"wall_time_s": wall, "quick": args.quick, "seeds": seeds, "summary": summary["numbers"]})
-    plots(records)
+    report(records, quick=args.quick, extra={"wall_time_s": wall, "seeds": seeds,
+                                             "n_aux_tasks": len({s.task for s in aux})})
     print(f"wall time {wall:.0f} s")
+
+
+def report(records: list[dict], quick: bool, extra: dict) -> None:
+    """results/mpa_vs_direct[_quick].json: the list of records; *_summary.{json,md}:
+    per-property table and means with the command; plots."""
+    name = "mpa_vs_direct_quick" if quick else "mpa_vs_direct"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(records, indent=1))
+    summary = summarise(records)
+    print(summary["table"])
+    write_results(f"{name}_summary", summary["rows"], summary["table"],
+                  extra={"quick": quick, "summary": summary["numbers"], **extra})
+    plots(records, n_aux_tasks=extra.get("n_aux_tasks", 44), prefix=name)
+
+
+def merge(paths: list[str]) -> None:
+    """Report from the records.jsonl of several runs (e.g. the main comparison and
+    an ablation run done in parallel); the first file wins on duplicates."""
+    seen, records = set(), []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                key = (r["property"], r["split"], r["seed"], r["method"])
+                if key not in seen:
+                    seen.add(key)
+                    records.append(r)
+    report(records, quick=False, extra={"merged_from": paths})
 
 
 def summarise(records) -> dict:
@@ -315,7 +383,7 @@ def summarise(records) -> dict:
     return {"table": "\n".join(lines), "numbers": numbers, "rows": rows}
 
 
-def plots(records) -> None:
+def plots(records, n_aux_tasks: int, prefix: str = "mpa_vs_direct") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -333,7 +401,7 @@ def plots(records) -> None:
     ax.set_xlabel("MAE change of MPA vs direct fine-tuning (%)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "mpa_vs_direct_by_property.png", dpi=120)
+    fig.savefig(RESULTS / f"{prefix}_by_property.png", dpi=120)
     plt.close(fig)
     pts = [(k.split("/")[1], v["mean_rel_change"]) for k, v in s["numbers"].items()
            if k.startswith("ood/") and ("sources" in k or k == "ood/mpa")]
@@ -341,11 +409,12 @@ def plots(records) -> None:
         n_sources = {"mpa_3_sources": 3, "mpa_10_sources": 10}
         xs = [n_sources.get(m, None) for m, _ in pts]
         fig, ax = plt.subplots(figsize=(4, 3))
-        ax.plot([x or len(AUX) * 2 for x in xs], [100 * v for _, v in pts], "o-")
+        order = np.argsort([x or n_aux_tasks for x in xs])
+        ax.plot([(xs[i] or n_aux_tasks) for i in order], [100 * pts[i][1] for i in order], "o-")
         ax.set_xlabel("mid-training sources")
         ax.set_ylabel("mean MAE change vs direct (%)")
         fig.tight_layout()
-        fig.savefig(RESULTS / "mpa_vs_direct_sources.png", dpi=120)
+        fig.savefig(RESULTS / f"{prefix}_sources.png", dpi=120)
         plt.close(fig)
 
 

@@ -183,15 +183,13 @@ def cmd_md(args) -> int:
 
 
 def cmd_phonons(args) -> int:
-    from mpa_ase.workflows import imaginary_modes, phonons
+    from mpa_ase.workflows import imaginary_modes, phonons, thermal_properties
 
     calc = _calculator(args)
     ph = phonons(_read_one(args.file), calc, supercell=args.supercell, displacement=args.displacement)
     ph.auto_band_structure(npoints=51)
-    ph.run_mesh(args.mesh)
+    tp = thermal_properties(ph, t_min=0, t_max=args.tmax, t_step=max(1, args.tmax // 10), mesh=args.mesh)
     ph.run_total_dos()
-    ph.run_thermal_properties(t_min=0, t_max=args.tmax, t_step=max(1, args.tmax // 10))
-    tp = ph.get_thermal_properties_dict()
     rows = [{"T_K": f"{t:.0f}", "F_kJ/mol": f"{f:.3f}", "S_J/(K mol)": f"{sv:.3f}", "Cv_J/(K mol)": f"{c:.3f}"}
             for t, f, sv, c in zip(tp["temperatures"], tp["free_energy"], tp["entropy"], tp["heat_capacity"])]
     print(_table(rows, ["T_K", "F_kJ/mol", "S_J/(K mol)", "Cv_J/(K mol)"]))

@@ -133,3 +133,27 @@ def test_head_cannot_shadow_energy(chgnet_calc):
         MPAModel(chgnet_calc.model.backbone, {"energy": PropertyHead("energy", "eV", 64)})
     with pytest.raises(ValueError, match="would overwrite"):
         MPAModel(chgnet_calc.model.backbone, {"magmoms": PropertyHead("magmoms", "muB", 64)})
+
+
+def test_head_starts_from_a_related_head():
+    from mpa_ase.training.common import init_from_head, related_head
+
+    torch.manual_seed(0)
+    small = PropertyHead("boiling_point", "K", 16, readout="hybrid", members=1, trained_on="x (experimental, n_train=90)")
+    big = PropertyHead("boiling_point", "K", 16, readout="hybrid", members=1, trained_on="y (experimental, n_train=400)")
+    other = PropertyHead("flash_point", "K", 16, members=1, trained_on="z (experimental, n_train=900)")
+    heads = {"boiling_point__WEBBOOK": small, "boiling_point__YAWS": big, "flash_point__NFPA": other}
+    assert related_head(heads, "boiling_point") is big  # most training data of that property
+    assert related_head(heads, "melting_point") is None and related_head(heads, "boiling") is None
+    new = PropertyHead("boiling_point", "K", 16, readout="hybrid", members=3)
+    assert init_from_head(new, big, seed=0) == 3 * len(list(big.members[0].parameters()))
+    src = dict(big.members[0].named_parameters())
+    for member in new.members:
+        for name, p in member.named_parameters():
+            if p.numel() > 1:  # within the 5% perturbation, far from a fresh init
+                rel = float((p - src[name]).detach().norm() / src[name].detach().norm())
+                assert 0 < rel < 0.1, name
+    w = [m.atomwise.out.weight for m in new.members]
+    assert not torch.equal(w[0], w[1])  # ensemble members still differ
+    # other readouts share what has the same name and shape, nothing else
+    assert 0 < init_from_head(PropertyHead("b", "K", 16, readout="sum", members=1), big, seed=0) < len(src)

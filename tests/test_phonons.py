@@ -46,6 +46,16 @@ def test_workflow_reproduces_phonopy_with_dft_forces(shared_data, example):
     for q in QPOINTS:
         assert np.allclose(frequencies(ours, q), frequencies(reference, q), atol=1e-6)
     assert frequencies(reference, [0.5, 0.5, 0.5]).max() > 3.0  # real, non-trivial spectra
+    # thermal properties without eigenvectors equal phonopy's usual route with them
+    from mpa_ase.workflows import thermal_properties
+
+    tp = thermal_properties(ours, t_min=0, t_max=1000, t_step=100, mesh=[12, 12, 12])
+    reference.run_mesh([12, 12, 12], with_eigenvectors=True)
+    reference.run_thermal_properties(t_min=0, t_max=1000, t_step=100)
+    ref = reference.get_thermal_properties_dict()
+    for key in ("free_energy", "entropy", "heat_capacity"):
+        assert np.allclose(tp[key], ref[key], rtol=1e-9, atol=1e-9), key
+    assert tp["units"]["free_energy"] == "kJ/mol" and tp["heat_capacity"][-1] > 40  # 2 atoms: Dulong-Petit ~ 6R
 
 
 def test_si_phonons_match_plain_phonopy_with_native_chgnet(chgnet_calc, chgnet_native):

@@ -57,6 +57,15 @@ def test_midtraining_beats_direct_finetuning_on_held_out_data(runs):
     assert m["test"]["r2"] > 0.3
 
 
+def test_posttraining_head_starts_from_the_same_property_of_another_source(runs):
+    from mpa_ase.checkpoint import read_parts
+    from mpa_ase.training.common import related_head
+
+    source = related_head(read_parts(runs["mid"]["model"])[2], "flash_point")
+    # the flash-point source with most training compounds; never the target source (DIPPR)
+    assert source is not None and source.trained_on.startswith("flash_point@") and "DIPPR" not in source.trained_on
+
+
 def test_midtraining_never_saw_target_test_compounds(runs):
     guard = runs["mid"]["leakage_guard"]
     # flash-point compounds of the target's val/test split also measured by other sources

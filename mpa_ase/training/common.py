@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 PHASES = ("pretrain", "midtrain", "posttrain")
 KNOWN_KEYS = {
     "phase", "output", "backbone", "init", "data", "target", "split", "trunk", "head", "optim",
-    "cache_dir", "trainable", "head_name", "exclude_target_task", "seed",
+    "cache_dir", "trainable", "head_name", "exclude_target_task", "seed", "head_init",
 }
+HEAD_INITS = ("related", "fresh")
 
 
 def read_config(path_or_dict) -> dict:
@@ -44,6 +45,8 @@ def read_config(path_or_dict) -> dict:
             f"trainable={cfg['trainable']!r}: only a frozen backbone (trainable: frozen, with the shared "
             "trunk and heads trained) is implemented"
         )
+    if cfg.get("head_init", "related") not in HEAD_INITS:
+        raise ValueError(f"head_init={cfg['head_init']!r}; choose from {HEAD_INITS}")
     if "output" not in cfg:
         raise ValueError("config needs an 'output' folder")
     return cfg
@@ -112,6 +115,37 @@ def backbone_and_trunk(cfg: dict):
     return spec, backbone, trunk, {}
 
 
+def related_head(heads: dict[str, PropertyHead], prop: str) -> PropertyHead | None:
+    """The mid-training head of the same property from another source (the one
+    trained on most samples), or None. Head names are ``property__source``."""
+    import re
+
+    found = []
+    for name, head in heads.items():
+        if name.startswith(prop + "__"):
+            m = re.search(r"n_train=(\d+)", head.trained_on or "")
+            found.append((int(m.group(1)) if m else 0, name, head))
+    return max(found, key=lambda x: (x[0], x[1]))[2] if found else None
+
+
+@torch.no_grad()
+def init_from_head(head: PropertyHead, source: PropertyHead, seed: int, noise: float = 0.05) -> int:
+    """Start every ensemble member of ``head`` from ``source`` (parameters of the
+    same name and shape), each perturbed by ``noise`` x the tensor's spread so
+    the members still differ. Returns the number of tensors copied."""
+    g = torch.Generator().manual_seed(seed)
+    copied = 0
+    for k, member in enumerate(head.members):
+        src = dict(source.members[k % len(source.members)].named_parameters())
+        for name, p in member.named_parameters():
+            if name in src and src[name].shape == p.shape:
+                q = src[name].to(p.dtype)
+                spread = float(q.std()) if q.numel() > 1 else 0.0
+                p.copy_(q + noise * spread * torch.randn(p.shape, generator=g, dtype=p.dtype))
+                copied += 1
+    return copied
+
+
 def split_cfg(cfg: dict) -> dict:
     return {"kind": "random", "val": 0.1, "test": 0.2, "seed": int(cfg.get("seed", 0)), **(cfg.get("split") or {})}
 
@@ -125,8 +159,12 @@ def split_task(samples, cfg: dict):
 def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, tasks: dict[str, list],
                     *, members: int | None = None, progress: bool = True, split_all: bool = True,
                     extra_meta: dict | None = None, stop_after: int | None = None, resume: bool = True,
-                    cache: EmbeddingCache | None = None, finish: bool = False) -> dict:
+                    cache: EmbeddingCache | None = None, finish: bool = False,
+                    init_heads: dict[str, PropertyHead] | None = None) -> dict:
     """Train trunk + one head per task, evaluate, write model.pt, metrics.json and plots.
+
+    ``init_heads`` maps a task to a trained head (e.g. the same property from
+    another source, from mid-training) that its new head starts from.
 
     Returns a summary dict (per-task metrics, paths); ``finished`` is False
     when ``stop_after`` interrupted the run.
@@ -150,6 +188,8 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
         meta = task_meta(samples)
         name = cfg.get("head_name") if phase == "posttrain" and cfg.get("head_name") else head_key(task)
         heads[name] = make_head(name, meta, backbone.embedding_dim, head_cfg, trained_on=f"{task} ({meta['kind']})")
+        if init_heads and init_heads.get(task) is not None:
+            init_from_head(heads[name], init_heads[task], seed)
         train, val, test = split_task(samples, cfg) if split_all else (samples, [], [])
         task_data[task] = TaskData(name, train, val, test)
     optim = OptimConfig.from_dict({"seed": seed, **(cfg.get("optim") or {})})

@@ -83,6 +83,19 @@ def phonons(
     return phonon
 
 
+def thermal_properties(phonon, t_min: float = 0, t_max: float = 1000, t_step: float = 10, mesh=100.0) -> dict:
+    """Harmonic free energy F (kJ/mol), entropy S and heat capacity Cv (J/(K mol))
+    per unit cell of ``phonon``'s primitive cell, on a Γ-symmetric mesh (phonopy's
+    default density 100 Å). Frequencies only: eigenvectors are not needed for
+    these sums, and skipping them is most of the mesh's cost."""
+    phonon.run_mesh(mesh, with_eigenvectors=False)
+    phonon.run_thermal_properties(t_min=t_min, t_max=t_max, t_step=t_step)
+    tp = phonon.get_thermal_properties_dict()
+    return {"temperatures": tp["temperatures"], "free_energy": tp["free_energy"], "entropy": tp["entropy"],
+            "heat_capacity": tp["heat_capacity"], "units": {"temperatures": "K", "free_energy": "kJ/mol",
+                                                            "entropy": "J/(K*mol)", "heat_capacity": "J/(K*mol)"}}
+
+
 def frequencies(phonon, q) -> np.ndarray:
     """Phonon frequencies (THz) at one q-point (reduced coordinates of the primitive cell)."""
     phonon.run_qpoints([list(q)])
