@@ -119,18 +119,29 @@ class MPACalculator(Calculator):
         self.results = self._run(graph)[0]
 
     # -------------------------------------------------------------- batched
-    def calculate_batch(self, structures: Sequence, batch_size: int | None = None) -> list[dict]:
+    def calculate_batch(self, structures: Sequence, batch_size: int | None = None,
+                        properties: Sequence[str] | None = None) -> list[dict]:
         """Evaluate many structures in batched model calls.
 
         Returns one results dict per structure (the same keys and units as
         ``calc.results``). ``batch_size`` bounds how many structures share one
-        call (all at once when None).
+        call (all at once when None). ``properties`` (default: everything)
+        lets a caller skip work: without "stress" no strain derivative is
+        taken, and heads run only when one of them is asked for.
         """
+        if properties is not None:
+            unknown = [p for p in properties if p not in self.implemented_properties]
+            if unknown:
+                raise PropertyNotImplementedError(
+                    f"unknown property {unknown[0]!r}; this model provides {self.implemented_properties}")
+        want = set(self.implemented_properties if properties is None else properties)
+        options = {"compute_stress": "stress" in want,
+                   "compute_heads": any(n in want or f"{n}_std" in want for n in self.model.heads)}
         atoms_list = [to_ase(s) for s in structures]
         step = batch_size or max(1, len(atoms_list))
         out = []
         for k in range(0, len(atoms_list), step):
-            out.extend(self._evaluate(atoms_list[k:k + step]))
+            out.extend(self._run(self.build_graph(atoms_list[k:k + step]), **options))
         return out
 
     def build_graph(self, atoms_list: Sequence) -> AtomsGraph:
@@ -139,11 +150,8 @@ class MPACalculator(Calculator):
             neighbor_backend=self.neighbor_backend,
         )
 
-    def _evaluate(self, atoms_list: Sequence) -> list[dict]:
-        return self._run(self.build_graph(atoms_list))
-
-    def _run(self, graph: AtomsGraph) -> list[dict]:
-        out = self.model(graph, compute_forces=True, compute_stress=True)
+    def _run(self, graph: AtomsGraph, compute_stress: bool = True, compute_heads: bool = True) -> list[dict]:
+        out = self.model(graph, compute_forces=True, compute_stress=compute_stress, compute_heads=compute_heads)
         return self._to_results(graph, out)
 
     def _to_results(self, graph: AtomsGraph, out: dict) -> list[dict]:
@@ -153,12 +161,13 @@ class MPACalculator(Calculator):
         energy = out["energy"].detach().to("cpu", torch.float64).numpy()
         forces = per_atom("forces")
         energies = per_atom("energies")
-        stress = out["stress"].detach().to("cpu", torch.float64).numpy()
+        stress = out["stress"].detach().to("cpu", torch.float64).numpy() if "stress" in out else None
         extras = {k: per_atom(k) for k in self.model.backbone.extra_properties if k in out}
         per_system = {}
         for name in self.model.heads:
             for key in (name, f"{name}_std"):
-                per_system[key] = out[key].detach().to("cpu", torch.float64).numpy()
+                if key in out:
+                    per_system[key] = out[key].detach().to("cpu", torch.float64).numpy()
         results = []
         for s in range(graph.num_systems):
             r = {
@@ -167,7 +176,7 @@ class MPACalculator(Calculator):
                 "forces": forces[s],
                 "energies": energies[s],
             }
-            if np.all(np.isfinite(stress[s])):
+            if stress is not None and np.all(np.isfinite(stress[s])):
                 r["stress"] = full_3x3_to_voigt_6_stress(stress[s])
             for k, v in extras.items():
                 r[k] = v[s]

@@ -38,7 +38,8 @@ class MPAModel(nn.Module):
         return self.backbone.cutoff
 
     def forward(
-        self, graph: AtomsGraph, compute_forces: bool = True, compute_stress: bool = True
+        self, graph: AtomsGraph, compute_forces: bool = True, compute_stress: bool = True,
+        compute_heads: bool = True,
     ) -> dict[str, Tensor]:
         self.backbone.check_elements(graph.unique_elements())
         positions = graph.positions.detach()
@@ -76,7 +77,7 @@ class MPAModel(nn.Module):
                     results["stress"] = torch.where(
                         has_cell[:, None, None], stress, torch.full_like(stress, float("nan"))
                     )
-        if len(self.heads):
+        if len(self.heads) and compute_heads:
             with torch.set_grad_enabled(self.training):
                 features = out["features"] if self.trunk is None else self.trunk(out["features"])
                 for head in self.heads.values():

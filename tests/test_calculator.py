@@ -98,6 +98,13 @@ def test_batch_equals_single_calls(structures, chgnet_calc):
         assert abs(res["energy"] - atoms.get_potential_energy()) < 1e-4
         assert np.allclose(res["forces"], atoms.get_forces(), atol=1e-4)
         assert ("stress" in res) == (atoms.cell.volume > 0)
+    # asking for less gives the same numbers without stress
+    lean = chgnet_calc.calculate_batch([structures[k] for k in names], properties=("energy", "forces"))
+    for full, res in zip(batch, lean):
+        assert "stress" not in res and res["energy"] == pytest.approx(full["energy"], abs=1e-6)
+        assert np.allclose(res["forces"], full["forces"], atol=1e-5)
+    with pytest.raises(PropertyNotImplementedError, match="boiling"):
+        chgnet_calc.calculate_batch([structures["Si_rattled"]], properties=("boiling",))
 
 
 def test_pymatgen_structure_is_accepted(structures, chgnet_calc):

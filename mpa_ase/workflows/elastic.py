@@ -81,7 +81,7 @@ def elastic(atoms: Atoms, calc, max_strain: float = 0.005, n_strains: int = 4, r
         from mpa_ase.workflows.relax_md_eos import relax
 
         cells = [relax(a, calc, fmax=fmax, cell=False, steps=300).atoms for a in cells]
-    results = evaluate_many(cells, calc, batch_size=batch_size)
+    results = evaluate_many(cells, calc, batch_size=batch_size, properties=("energy", "forces", "stress"))
     stresses = np.zeros((6, len(magnitudes), 6))
     for (comp, k), r in zip(index, results):
         stresses[comp, k] = np.asarray(r["stress"]) * EV_PER_A3_TO_GPA

@@ -24,22 +24,29 @@ def to_ase_atoms(cell) -> Atoms:
                  masses=cell.masses, pbc=True)
 
 
-def evaluate_many(structures: Sequence[Atoms], calc, batch_size: int | None = None) -> list[dict]:
-    """Energy and forces of many structures: batched model calls where the
-    calculator offers ``calculate_batch`` (MPACalculator), else one call each."""
+def evaluate_many(structures: Sequence[Atoms], calc, batch_size: int | None = None,
+                  properties: Sequence[str] | None = None) -> list[dict]:
+    """Results of many structures: batched model calls where the calculator
+    offers ``calculate_batch`` (MPACalculator), else one call each.
+    ``properties`` (default: all the calculator gives) lets a batch skip work."""
     if hasattr(calc, "calculate_batch"):
-        return calc.calculate_batch(list(structures), batch_size=batch_size)
+        return calc.calculate_batch(list(structures), batch_size=batch_size, properties=properties)
+    wanted = properties or ("energy", "forces", "stress")
     results = []
     for atoms in structures:
         atoms = atoms.copy()
         atoms.calc = calc
-        results.append({"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()})
+        r = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+        if "stress" in wanted and atoms.cell.volume > 0:
+            r["stress"] = atoms.get_stress()
+        results.append(r)
     return results
 
 
 def supercell_forces(structures: Sequence[Atoms], calc, batch_size: int | None = None) -> np.ndarray:
-    """(n_structures, n_atoms, 3) forces, batched where the calculator allows."""
-    return np.array([r["forces"] for r in evaluate_many(structures, calc, batch_size)])
+    """(n_structures, n_atoms, 3) forces, batched where the calculator allows;
+    energy and forces only (no strain derivative, no property heads)."""
+    return np.array([r["forces"] for r in evaluate_many(structures, calc, batch_size, ("energy", "forces"))])
 
 
 def phonons(

@@ -145,7 +145,7 @@ def eos(atoms: Atoms, calc, n_points: int = 11, max_strain: float = 0.04, eos_na
         if relax_positions:
             a = relax(a, calc, cell=False).atoms
         cells.append(a)
-    energies = np.array([r["energy"] for r in evaluate_many(cells, calc)])
+    energies = np.array([r["energy"] for r in evaluate_many(cells, calc, properties=("energy", "forces"))])
     volumes = np.array([a.get_volume() for a in cells])
     fit = EquationOfState(volumes, energies, eos=eos_name)
     v0, e0, b = fit.fit()
