@@ -30,6 +30,14 @@ command) and plots; --quick writes mpa_vs_direct_quick*. Records are appended
 to <work>/records.jsonl as they come: a rerun resumes, and
 ``--merge A/records.jsonl B/records.jsonl`` reports runs done side by side
 (e.g. ``--splits ood --seeds 1 --work runs/ablations`` next to the main run).
+Two runs side by side need ``OMP_NUM_THREADS=1 --threads 1`` each: without
+the environment variable libgomp's worker threads spin against each other
+(seen here: half the CPU time in the kernel, epochs 7x slower).
+
+The reported run (2 cores): ``OMP_NUM_THREADS=1 python benchmarks/mpa_vs_direct.py
+--threads 1 --ablation-seeds 0 --work runs/mpa_main`` beside ``OMP_NUM_THREADS=1
+python benchmarks/mpa_vs_direct.py --threads 1 --splits ood --seeds 1 --work
+runs/mpa_abl``, then ``--merge runs/mpa_main/records.jsonl runs/mpa_abl/records.jsonl``.
 Data: chemicals (handbook data by source), qm9pack, and the shared folder
 (Borlido band gaps, 3DSC, matcalc); see ../shared/DATA.md for citations.
 """

@@ -68,6 +68,11 @@ def phonons(
         calc: MPACalculator (supercells evaluated as one batch) or any ASE calculator.
         supercell: supercell matrix or its diagonal.
         displacement: displacement amplitude in Å.
+        batch_size: supercells per model call (all in one call by default).
+            On a CPU the model's cost per supercell is the same at any batch
+            size (benchmarks/results/phonon_workflow.md); a smaller batch
+            only bounds memory. Batching pays where per-call overhead
+            dominates (GPUs).
         symmetrize: impose translational invariance and index symmetry on
             the force constants, as ``phonopy.load`` does by default.
         phonon: an existing ``phonopy.Phonopy`` whose displacement dataset is
