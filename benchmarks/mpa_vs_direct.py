@@ -411,7 +411,10 @@ def plots(records, n_aux_tasks: int, prefix: str = "mpa_vs_direct") -> None:
     fig.tight_layout()
     fig.savefig(RESULTS / f"{prefix}_by_property.png", dpi=120)
     plt.close(fig)
-    pts = [(k.split("/")[1], v["mean_rel_change"]) for k, v in s["numbers"].items()
+    # the same seeds on every point: the source-count ablations may cover fewer seeds
+    abl_seeds = {r["seed"] for r in records if r["method"].endswith("_sources")}
+    numbers = summarise([r for r in records if r["seed"] in abl_seeds])["numbers"] if abl_seeds else {}
+    pts = [(k.split("/")[1], v["mean_rel_change"]) for k, v in numbers.items()
            if k.startswith("ood/") and ("sources" in k or k == "ood/mpa")]
     if len(pts) > 1:
         n_sources = {"mpa_3_sources": 3, "mpa_10_sources": 10}
@@ -419,7 +422,7 @@ def plots(records, n_aux_tasks: int, prefix: str = "mpa_vs_direct") -> None:
         fig, ax = plt.subplots(figsize=(4, 3))
         order = np.argsort([x or n_aux_tasks for x in xs])
         ax.plot([(xs[i] or n_aux_tasks) for i in order], [100 * pts[i][1] for i in order], "o-")
-        ax.set_xlabel("mid-training sources")
+        ax.set_xlabel(f"mid-training sources (OOD, seeds {sorted(abl_seeds)})")
         ax.set_ylabel("mean MAE change vs direct (%)")
         fig.tight_layout()
         fig.savefig(RESULTS / f"{prefix}_sources.png", dpi=120)
