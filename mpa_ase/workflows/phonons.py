@@ -102,9 +102,9 @@ def thermal_properties(phonon, t_min: float = 0, t_max: float = 1000, t_step: fl
     these sums, and skipping them is most of the mesh's cost."""
     phonon.run_mesh(mesh, with_eigenvectors=False)
     phonon.run_thermal_properties(t_min=t_min, t_max=t_max, t_step=t_step)
-    tp = phonon.get_thermal_properties_dict()
-    return {"temperatures": tp["temperatures"], "free_energy": tp["free_energy"], "entropy": tp["entropy"],
-            "heat_capacity": tp["heat_capacity"], "units": {"temperatures": "K", "free_energy": "kJ/mol",
+    tp = phonon.thermal_properties
+    return {"temperatures": tp.temperatures, "free_energy": tp.free_energy, "entropy": tp.entropy,
+            "heat_capacity": tp.heat_capacity, "units": {"temperatures": "K", "free_energy": "kJ/mol",
                                                             "entropy": "J/(K*mol)", "heat_capacity": "J/(K*mol)"}}
 
 
