@@ -183,7 +183,7 @@ def cmd_md(args) -> int:
 
 
 def cmd_phonons(args) -> int:
-    from mpa_ase.workflows import imaginary_modes, phonons, thermal_properties
+    from mpa_ase.workflows import frequencies, imaginary_modes, phonons, thermal_properties
 
     calc = _calculator(args)
     ph = phonons(_read_one(args.file), calc, supercell=args.supercell, displacement=args.displacement)
@@ -193,7 +193,7 @@ def cmd_phonons(args) -> int:
     rows = [{"T_K": f"{t:.0f}", "F_kJ/mol": f"{f:.3f}", "S_J/(K mol)": f"{sv:.3f}", "Cv_J/(K mol)": f"{c:.3f}"}
             for t, f, sv, c in zip(tp["temperatures"], tp["free_energy"], tp["entropy"], tp["heat_capacity"])]
     print(_table(rows, ["T_K", "F_kJ/mol", "S_J/(K mol)", "Cv_J/(K mol)"]))
-    freqs = ph.get_frequencies([0, 0, 0])
+    freqs = frequencies(ph, [0, 0, 0])
     print("Gamma frequencies (THz):", " ".join(f"{f:.3f}" for f in freqs))
     bad = imaginary_modes(ph)
     print(f"imaginary modes: {len(bad)} q-points" + (f", lowest {min(min(b['frequencies_THz']) for b in bad):.3f} THz"
