@@ -105,12 +105,15 @@ class MPACalculator(Calculator):
         return {name: head.describe() for name, head in self.model.heads.items()}
 
     # ------------------------------------------------------------------ ASE
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+    def _check_properties(self, properties) -> None:
         unknown = [p for p in properties if p not in self.implemented_properties]
         if unknown:
             raise PropertyNotImplementedError(
                 f"unknown property {unknown[0]!r}; this model provides {self.implemented_properties}"
             )
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        self._check_properties(properties)
         super().calculate(atoms, properties, system_changes)
         graph = AtomsGraph.from_atoms(
             self.atoms, self.model.cutoff, dtype=self.dtype, device=self.device,
@@ -130,10 +133,7 @@ class MPACalculator(Calculator):
         taken, and heads run only when one of them is asked for.
         """
         if properties is not None:
-            unknown = [p for p in properties if p not in self.implemented_properties]
-            if unknown:
-                raise PropertyNotImplementedError(
-                    f"unknown property {unknown[0]!r}; this model provides {self.implemented_properties}")
+            self._check_properties(properties)
         want = set(self.implemented_properties if properties is None else properties)
         options = {"compute_stress": "stress" in want,
                    "compute_heads": any(n in want or f"{n}_std" in want for n in self.model.heads)}

@@ -45,13 +45,12 @@ def chemical_system(sample) -> str:
 
 
 def _composition_vectors(formulas: list[str]) -> np.ndarray:
-    from pymatgen.core import Composition, Element
+    from pymatgen.core import Composition
 
     out = np.zeros((len(formulas), 119))
     for k, f in enumerate(formulas):
-        comp = Composition(f).fractional_composition
-        for el, x in comp.items():
-            out[k, Element(el.symbol).Z] = x
+        for el, x in Composition(f).fractional_composition.items():
+            out[k, el.Z] = x
     return out
 
 
@@ -67,11 +66,10 @@ def similarity_matrix(samples) -> np.ndarray:
     if any(crystal) and not all(crystal):
         raise ValueError("similarity_matrix: mix of molecules and crystals; split them separately")
     if all(crystal) and samples:
+        from scipy.spatial.distance import cdist
+
         x = _composition_vectors([s.formula for s in samples])
-        out = np.empty((len(samples), len(samples)))
-        for a in range(0, len(samples), 512):  # chunks bound memory at n x 512 x 119
-            out[a:a + 512] = 1 - 0.5 * np.abs(x[a:a + 512, None, :] - x[None, :, :]).sum(-1)
-        return np.clip(out, 0.0, 1.0)
+        return np.clip(1 - 0.5 * cdist(x, x, "cityblock"), 0.0, 1.0)
     from rdkit import Chem, DataStructs
     from rdkit.Chem import rdFingerprintGenerator
 
@@ -92,22 +90,14 @@ def redundancy_clusters(samples, threshold: float = DEFAULT_THRESHOLD) -> dict[s
     at or above the threshold."""
     if not 0 < threshold <= 1:
         raise ValueError(f"redundancy threshold must be in (0, 1], got {threshold}")
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
     groups = _identities(samples)
     ids = sorted(groups)
     sim = similarity_matrix([groups[i][0] for i in ids])
-    parent = list(range(len(ids)))
-
-    def root(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, b in zip(*np.nonzero(np.triu(sim >= threshold, 1))):
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {i: root(k) for k, i in enumerate(ids)}
+    _, labels = connected_components(csr_matrix(sim >= threshold), directed=False)
+    return {i: int(label) for i, label in zip(ids, labels)}
 
 
 def _group_key(sample, kind: str) -> str:
