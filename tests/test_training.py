@@ -134,6 +134,8 @@ def test_damaged_checkpoints_are_named(runs, tmp_path):
     run_phase("posttrain", {**other, "output": str(tmp_path / "run")}, progress=False, restart=True)
     with pytest.raises(ValueError, match="unknown config key"):
         run_phase("posttrain", {**base, "output": str(tmp_path / "x"), "epochs": 3})
+    with pytest.raises(ValueError, match="head_init='nearest'; choose from"):
+        run_phase("posttrain", {**base, "output": str(tmp_path / "x"), "head_init": "nearest"})
     assert MPACalculator  # imported for the calculator path above
 
 
