@@ -157,3 +157,23 @@ def test_head_starts_from_a_related_head():
     assert not torch.equal(w[0], w[1])  # ensemble members still differ
     # other readouts share what has the same name and shape, nothing else
     assert 0 < init_from_head(PropertyHead("b", "K", 16, readout="sum", members=1), big, seed=0) < len(src)
+
+
+def test_members_start_from_several_heads_with_their_signs():
+    from mpa_ase.graph import AtomsGraph
+    from mpa_ase.training.common import init_from_head
+
+    torch.manual_seed(1)
+    a = PropertyHead("a", "K", 16, readout="hybrid", members=1)
+    b = PropertyHead("b", "K", 16, readout="hybrid", members=1)
+    new = PropertyHead("t", "K", 16, readout="hybrid", members=3)
+    init_from_head(new, [(a, 1.0), (b, -1.0)], seed=0, noise=0.0)
+    graph = AtomsGraph.segments([3, 5], torch.tensor([1, 6, 8, 1, 1, 6, 6, 8]))
+    x = torch.randn(8, 16)
+    with torch.no_grad():
+        za, zb = a.member_outputs(x, graph)[0], b.member_outputs(x, graph)[0]
+        z = new.member_outputs(x, graph)
+    # member k starts from source k mod 2; a negative correlation flips the output exactly
+    assert torch.allclose(z[0], za, atol=1e-6) and torch.allclose(z[1], -zb, atol=1e-6)
+    assert torch.allclose(z[2], za, atol=1e-6)
+    assert not torch.allclose(za, zb)

@@ -66,6 +66,37 @@ def test_posttraining_head_starts_from_the_same_property_of_another_source(runs)
     assert source is not None and source.trained_on.startswith("flash_point@") and "DIPPR" not in source.trained_on
 
 
+def test_correlated_head_start_ranks_source_heads_on_training_labels(runs, tmp_path):
+    from mpa_ase.checkpoint import read_parts
+    from mpa_ase.data import load_source
+    from mpa_ase.training.common import rank_source_heads, split_task
+    from mpa_ase.training.embeddings import EmbeddingCache
+
+    spec, trunk, heads, _ = read_parts(runs["mid"]["model"])
+    samples = [s for s in load_source(TARGET["data"]) if s.task == TARGET["task"]]
+    train = split_task(samples, runs["base"])[0]
+    from mpa_ase.backbones import load_backbone
+
+    cache = EmbeddingCache(load_backbone(spec["name"], model=spec.get("model")), runs["base"]["cache_dir"])
+    target = copy.deepcopy(heads["flash_point__WIKIDATA"])
+    flipped = copy.deepcopy(heads["boiling_point__YAWS"])
+    for member in flipped.members:
+        member.pooled_mlp[-1].weight.data.neg_(), member.pooled_mlp[-1].bias.data.neg_()
+        member.atomwise.out.weight.data.neg_(), member.atomwise.out.bias.data.neg_()
+    ranked = dict((n, r) for r, n in rank_source_heads(trunk, {**heads, "flipped": flipped}, target, train, cache))
+    # other flash-point sources and boiling points already predict DIPPR flash points well
+    assert ranked["flash_point__WIKIDATA"] > 0.8 and ranked["boiling_point__YAWS"] > 0.6
+    assert ranked["flipped"] == pytest.approx(-ranked["boiling_point__YAWS"], abs=1e-9)
+    # the default post-training (head_init: correlated) started from the 3 best and says so
+    described = runs["mpa"]["metrics"][TARGET["task"]]["head_init"]
+    assert described.count("r=+0.") == 3 and "Serat DIPPR" not in described
+    # the same property of another source (head_init: related) also beats direct fine-tuning
+    post = run_phase("posttrain", {**runs["base"], "output": str(tmp_path / "rel"), "init": runs["mid"]["model"],
+                                   "target": TARGET, "head_init": "related"}, progress=False)
+    assert post["metrics"][TARGET["task"]]["head_init"].startswith("flash_point@")
+    assert _test_mae(post) < _test_mae(runs["direct"])
+
+
 def test_midtraining_never_saw_target_test_compounds(runs):
     guard = runs["mid"]["leakage_guard"]
     # flash-point compounds of the target's val/test split also measured by other sources
@@ -136,6 +167,8 @@ def test_damaged_checkpoints_are_named(runs, tmp_path):
         run_phase("posttrain", {**base, "output": str(tmp_path / "x"), "epochs": 3})
     with pytest.raises(ValueError, match="head_init='nearest'; choose from"):
         run_phase("posttrain", {**base, "output": str(tmp_path / "x"), "head_init": "nearest"})
+    with pytest.raises(ValueError, match="head_init_top=0"):
+        run_phase("posttrain", {**base, "output": str(tmp_path / "x"), "head_init_top": 0})
     assert MPACalculator  # imported for the calculator path above
 
 

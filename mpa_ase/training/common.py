@@ -14,7 +14,8 @@ from mpa_ase.checkpoint import atomic_save, model_file, read_parts
 from mpa_ase.data import group_tasks, load_source
 from mpa_ase.heads import PropertyHead, TargetTransform, Trunk
 from mpa_ase.training.embeddings import EmbeddingCache
-from mpa_ase.training.trainer import HeadSet, OptimConfig, TaskData, Trainer, calibrate, data_hash, predict
+from mpa_ase.training.trainer import (Batcher, HeadSet, OptimConfig, TaskData, Trainer, calibrate, conformer_mean,
+                                      data_hash, predict)
 from mpa_ase.validation.splits import apply_split, split
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,10 @@ log = logging.getLogger(__name__)
 PHASES = ("pretrain", "midtrain", "posttrain")
 KNOWN_KEYS = {
     "phase", "output", "backbone", "init", "data", "target", "split", "trunk", "head", "optim",
-    "cache_dir", "trainable", "head_name", "exclude_target_task", "seed", "head_init",
+    "cache_dir", "trainable", "head_name", "exclude_target_task", "seed", "head_init", "head_init_top",
 }
-HEAD_INITS = ("related", "fresh")
+HEAD_INITS = ("correlated", "related", "fresh")
+DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP = "correlated", 3
 
 
 def read_config(path_or_dict) -> dict:
@@ -45,8 +47,11 @@ def read_config(path_or_dict) -> dict:
             f"trainable={cfg['trainable']!r}: only a frozen backbone (trainable: frozen, with the shared "
             "trunk and heads trained) is implemented"
         )
-    if cfg.get("head_init", "related") not in HEAD_INITS:
+    if cfg.get("head_init", DEFAULT_HEAD_INIT) not in HEAD_INITS:
         raise ValueError(f"head_init={cfg['head_init']!r}; choose from {HEAD_INITS}")
+    top = cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
+    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+        raise ValueError(f"head_init_top={top!r}: the number of source heads must be an integer >= 1")
     if "output" not in cfg:
         raise ValueError("config needs an 'output' folder")
     return cfg
@@ -128,22 +133,91 @@ def related_head(heads: dict[str, PropertyHead], prop: str) -> PropertyHead | No
     return max(found, key=lambda x: (x[0], x[1]))[2] if found else None
 
 
+def _negate_output(readout) -> None:
+    """Flip the sign of a readout's output (its last linear layers)."""
+    for lin in (getattr(readout, "pooled_mlp", [None])[-1], getattr(getattr(readout, "atomwise", None), "out", None)):
+        if lin is not None:
+            lin.weight.neg_()
+            lin.bias.neg_()
+
+
 @torch.no_grad()
-def init_from_head(head: PropertyHead, source: PropertyHead, seed: int, noise: float = 0.05) -> int:
-    """Start every ensemble member of ``head`` from ``source`` (parameters of the
+def init_from_head(head: PropertyHead, source, seed: int, noise: float = 0.05) -> int:
+    """Start the ensemble members of ``head`` from trained heads (parameters of the
     same name and shape), each perturbed by ``noise`` x the tensor's spread so
-    the members still differ. Returns the number of tensors copied."""
+    the members still differ. Returns the number of tensors copied.
+
+    ``source`` is one head, or a list of ``(head, sign)``: member k starts from
+    entry k mod len, with its output negated where sign < 0.
+    """
+    sources = [(source, 1.0)] if isinstance(source, PropertyHead) else list(source)
     g = torch.Generator().manual_seed(seed)
     copied = 0
     for k, member in enumerate(head.members):
-        src = dict(source.members[k % len(source.members)].named_parameters())
+        src_head, sign = sources[k % len(sources)]
+        src_member = src_head.members[(k // len(sources)) % len(src_head.members)]
+        src = dict(src_member.named_parameters())
         for name, p in member.named_parameters():
             if name in src and src[name].shape == p.shape:
                 q = src[name].to(p.dtype)
                 spread = float(q.std()) if q.numel() > 1 else 0.0
                 p.copy_(q + noise * spread * torch.randn(p.shape, generator=g, dtype=p.dtype))
                 copied += 1
+        if sign < 0:
+            _negate_output(member)
     return copied
+
+
+@torch.no_grad()
+def rank_source_heads(trunk: Trunk, heads: dict[str, PropertyHead], target: PropertyHead, samples,
+                      cache: EmbeddingCache) -> list[tuple[float, str]]:
+    """Trained heads ordered by how well they already predict ``samples`` (the
+    target's training set only): |Pearson r| between a head's ensemble-mean
+    output and the target labels (log10 where the target is log-transformed).
+    Only heads with the target's readout kind are candidates (a full copy),
+    which also keeps crystal and molecular heads apart. Returns [(r, name)]."""
+    if not heads or len(samples) < 5:
+        return []
+    batcher = Batcher(cache)
+    y = np.array([s.value for s in samples], dtype=float)
+    if target.transform.kind == "log10":
+        y = np.log10(y)
+    graph, feats, owner = batcher(samples)
+    was_training = trunk.training
+    trunk.eval()
+    x = trunk(feats)
+    trunk.train(was_training)
+    ranked = []
+    for name, head in heads.items():
+        if head.readout_kind != target.readout_kind or head.task != "regression":
+            continue
+        head.eval()
+        z = conformer_mean(head.member_outputs(x, graph), owner, len(samples)).mean(0).double().numpy()
+        if np.std(z) == 0 or not np.isfinite(z).all():
+            continue
+        r = float(np.corrcoef(z, y)[0, 1])
+        if np.isfinite(r):
+            ranked.append((r, name))
+    return sorted(ranked, key=lambda t: (-abs(t[0]), t[1]))
+
+
+def choose_sources(head_init: str, heads: dict[str, PropertyHead] | None, target_head: PropertyHead, prop: str,
+                   train, trunk: Trunk, cache: EmbeddingCache, top: int = 1, min_r: float = 0.3):
+    """The ``(head, sign)`` list a new target head starts from ([] = fresh), and a description.
+
+    related: the same property from another source (most training samples);
+    correlated: the ``top`` heads whose outputs correlate best with the
+    target's training labels, if |r| >= min_r (any property: a solid-entropy
+    target may start from a liquid-entropy head)."""
+    if not heads or head_init == "fresh":
+        return [], "fresh"
+    if head_init == "related":
+        h = related_head(heads, prop)
+        return ([(h, 1.0)], h.trained_on) if h is not None else ([], "fresh")
+    ranked = [(r, n) for r, n in rank_source_heads(trunk, heads, target_head, train, cache) if abs(r) >= min_r]
+    chosen = ranked[:max(1, int(top))]
+    return ([(heads[n], 1.0 if r >= 0 else -1.0) for r, n in chosen],
+            "; ".join(f"{heads[n].trained_on} r={r:+.2f}" for r, n in chosen) or "fresh")
 
 
 def split_cfg(cfg: dict) -> dict:
@@ -160,11 +234,12 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
                     *, members: int | None = None, progress: bool = True, split_all: bool = True,
                     extra_meta: dict | None = None, stop_after: int | None = None, resume: bool = True,
                     cache: EmbeddingCache | None = None, finish: bool = False,
-                    init_heads: dict[str, PropertyHead] | None = None) -> dict:
+                    source_heads: dict[str, PropertyHead] | None = None) -> dict:
     """Train trunk + one head per task, evaluate, write model.pt, metrics.json and plots.
 
-    ``init_heads`` maps a task to a trained head (e.g. the same property from
-    another source, from mid-training) that its new head starts from.
+    ``source_heads`` are trained heads (mid-training's) that a new head may
+    start from, chosen by ``cfg["head_init"]`` (see ``choose_sources``) on the
+    task's training split only.
 
     Returns a summary dict (per-task metrics, paths); ``finished`` is False
     when ``stop_after`` interrupted the run.
@@ -179,7 +254,7 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
     if members is not None:
         head_cfg.setdefault("members", members)
     torch.manual_seed(seed + 1)
-    heads, task_data = {}, {}
+    heads, task_data, head_inits = {}, {}, {}
     for task, samples in sorted(tasks.items()):
         samples = [s for s in samples if cache.has(s)]
         if len(samples) < 5:
@@ -188,9 +263,14 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
         meta = task_meta(samples)
         name = cfg.get("head_name") if phase == "posttrain" and cfg.get("head_name") else head_key(task)
         heads[name] = make_head(name, meta, backbone.embedding_dim, head_cfg, trained_on=f"{task} ({meta['kind']})")
-        if init_heads and init_heads.get(task) is not None:
-            init_from_head(heads[name], init_heads[task], seed)
         train, val, test = split_task(samples, cfg) if split_all else (samples, [], [])
+        if source_heads:
+            chosen, described = choose_sources(cfg.get("head_init", DEFAULT_HEAD_INIT), source_heads, heads[name],
+                                               samples[0].property, [s for s in train if cache.has(s)], trunk,
+                                               cache, top=int(cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP)))
+            if chosen:
+                init_from_head(heads[name], chosen, seed)
+            head_inits[task] = described
         task_data[task] = TaskData(name, train, val, test)
     optim = OptimConfig.from_dict({"seed": seed, **(cfg.get("optim") or {})})
     headset = HeadSet(trunk, heads)
@@ -212,6 +292,8 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
         metrics[task] = {"head": t.head, "unit": heads[t.head].unit, "std_scale": calibration[t.head],
                          "n_train": len(t.train),
                          "n_val": len(t.val), "n_test": len(t.test), **evals}
+        if task in head_inits:
+            metrics[task]["head_init"] = head_inits[task]
         if t.test:
             mean, std = predictions["test"]
             metrics[task]["test_predictions"] = {

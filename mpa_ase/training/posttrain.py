@@ -3,17 +3,20 @@
 From the mid-trained checkpoint this is MPA's post-training; from the
 phase-1 checkpoint it is direct fine-tuning of the pretrained model, the
 baseline MPA must beat. The head is a deep ensemble (``head.members``,
-5 by default) whose spread is the uncertainty. With ``head_init: related``
-(the default) the head starts from the checkpoint's head of the same
-property from another source, when there is one: mid-training aligned those
-sources, and its head already maps the trunk's features to the property.
+5 by default) whose spread is the uncertainty. Its members start from the
+checkpoint's heads that already predict the target best: with
+``head_init: correlated`` (the default) the ``head_init_top`` (3) heads whose
+outputs correlate most with the target's training labels (any property and
+source: mid-training aligned them, so a liquid-entropy head is a head start
+for solid entropy); ``related``: the same property from another source;
+``fresh``: a new head.
 """
 
 from __future__ import annotations
 
 from mpa_ase.data import load_source
 from mpa_ase.checkpoint import read_parts
-from mpa_ase.training.common import backbone_and_trunk, read_config, related_head, train_and_write
+from mpa_ase.training.common import backbone_and_trunk, read_config, train_and_write
 
 
 def posttrain(config, *, progress: bool = True, stop_after: int | None = None, finish: bool = False) -> dict:
@@ -28,9 +31,6 @@ def posttrain(config, *, progress: bool = True, stop_after: int | None = None, f
     if not samples:
         raise ValueError(f"target task {target['task']!r} has no samples in {target['data']}")
     cfg.setdefault("head_name", samples[0].property)
-    init_heads = None
-    if cfg.get("head_init", "related") == "related":
-        source = related_head(read_parts(cfg["init"])[2], samples[0].property)
-        init_heads = {target["task"]: source} if source is not None else None
+    sources = read_parts(cfg["init"])[2] if cfg.get("head_init") != "fresh" else None
     return train_and_write(cfg, "posttrain", spec, backbone, trunk, {target["task"]: samples}, members=5,
-                           progress=progress, stop_after=stop_after, finish=finish, init_heads=init_heads)
+                           progress=progress, stop_after=stop_after, finish=finish, source_heads=sources)
