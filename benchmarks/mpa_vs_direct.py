@@ -153,6 +153,7 @@ METHODS = {
     "mpa_top1": {**RECIPE, "top": 1},
     "mpa_related_lowlr": {**RECIPE, "head_init": "related", "top": 1, "trunk_lr": 2e-4},
     "mpa_top1_lowlr": {**RECIPE, "top": 1, "trunk_lr": 2e-4},
+    "mpa_top3_lowlr": {**RECIPE, "trunk_lr": 2e-4},
 }
 ABLATIONS = ("mpa_fresh_head", "mpa_no_computational", "mpa_other_class_only", "mpa_3_sources", "mpa_10_sources")
 READOUT_ABLATIONS = ("mpa_readout_mean", "mpa_readout_attention", "mpa_readout_sum")
