@@ -37,8 +37,8 @@ Two runs side by side need ``OMP_NUM_THREADS=1 --threads 1`` each: without
 the environment variable libgomp's worker threads spin against each other
 (seen here: half the CPU time in the kernel, epochs 7x slower).
 
-The reported run (2 cores; records resumed across invocations, see the summary's
-``commands``): ``OMP_NUM_THREADS=1 python benchmarks/mpa_vs_direct.py --threads 1
+The reported run (2 cores; records resumed across invocations; how the recipe was
+chosen is in PROTOCOL and the summary): ``OMP_NUM_THREADS=1 python benchmarks/mpa_vs_direct.py --threads 1
 --splits ood --seeds 5 --ablation-seeds 0 --methods mpa_related,mpa_top1 --work runs/mpa_main``
 beside the same with ``--splits random``, and ``OMP_NUM_THREADS=1 python
 benchmarks/mpa_vs_direct.py --threads 1 --splits ood --seeds 1 --work runs/mpa_abl2``

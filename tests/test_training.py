@@ -69,7 +69,7 @@ def test_posttraining_head_starts_from_the_same_property_of_another_source(runs)
 def test_correlated_head_start_ranks_source_heads_on_training_labels(runs, tmp_path):
     from mpa_ase.checkpoint import read_parts
     from mpa_ase.data import load_source
-    from mpa_ase.training.common import rank_source_heads, split_task
+    from mpa_ase.training.common import choose_sources, rank_source_heads, split_task
     from mpa_ase.training.embeddings import EmbeddingCache
 
     spec, trunk, heads, _ = read_parts(runs["mid"]["model"])
@@ -87,6 +87,11 @@ def test_correlated_head_start_ranks_source_heads_on_training_labels(runs, tmp_p
     # other flash-point sources and boiling points already predict DIPPR flash points well
     assert ranked["flash_point__WIKIDATA"] > 0.8 and ranked["boiling_point__YAWS"] > 0.6
     assert ranked["flipped"] == pytest.approx(-ranked["boiling_point__YAWS"], abs=1e-9)
+    # a negatively correlated head is used with its sign flipped; an unknown choice is refused
+    chosen, _ = choose_sources("correlated", {"flipped": flipped}, target, "flash_point", train, trunk, cache, top=1)
+    assert [(h, sign) for h, sign in chosen] == [(flipped, -1.0)]
+    with pytest.raises(ValueError, match="head_init='best'"):
+        choose_sources("best", heads, target, "flash_point", train, trunk, cache)
     # the default post-training (head_init: correlated) started from the 3 best and says so
     described = runs["mpa"]["metrics"][TARGET["task"]]["head_init"]
     assert described.count("r=+0.") == 3 and "Serat DIPPR" not in described

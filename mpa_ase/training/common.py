@@ -29,6 +29,13 @@ HEAD_INITS = ("correlated", "related", "fresh")
 DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP = "correlated", 3
 
 
+def check_head_init(head_init, top) -> None:
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"head_init={head_init!r}; choose from {HEAD_INITS}")
+    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+        raise ValueError(f"head_init_top={top!r}: the number of source heads must be an integer >= 1")
+
+
 def read_config(path_or_dict) -> dict:
     if isinstance(path_or_dict, dict):
         cfg = dict(path_or_dict)
@@ -47,11 +54,7 @@ def read_config(path_or_dict) -> dict:
             f"trainable={cfg['trainable']!r}: only a frozen backbone (trainable: frozen, with the shared "
             "trunk and heads trained) is implemented"
         )
-    if cfg.get("head_init", DEFAULT_HEAD_INIT) not in HEAD_INITS:
-        raise ValueError(f"head_init={cfg['head_init']!r}; choose from {HEAD_INITS}")
-    top = cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
-    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
-        raise ValueError(f"head_init_top={top!r}: the number of source heads must be an integer >= 1")
+    check_head_init(cfg.get("head_init", DEFAULT_HEAD_INIT), cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP))
     if "output" not in cfg:
         raise ValueError("config needs an 'output' folder")
     return cfg
@@ -103,14 +106,16 @@ def head_key(task: str) -> str:
 
 
 def backbone_and_trunk(cfg: dict):
-    """Backbone spec, loaded backbone and trunk: from ``init`` when given, else fresh."""
+    """Backbone spec, loaded backbone, trunk and trained heads: from ``init`` when
+    given (its heads are what post-training's head start chooses from), else
+    fresh with no heads."""
     seed = int(cfg.get("seed", 0))
     if cfg.get("init"):
-        spec, trunk, _, meta = read_parts(cfg["init"])
+        spec, trunk, heads, _ = read_parts(cfg["init"])
         backbone = load_backbone(spec["name"], model=spec.get("model"))
         if trunk is None:
             raise ValueError(f"{cfg['init']} has no trunk to start from")
-        return spec, backbone, trunk, meta
+        return spec, backbone, trunk, heads
     bb = cfg.get("backbone") or {"name": "chgnet"}
     spec = {"name": bb.get("name", "chgnet"), "model": bb.get("model")}
     backbone = load_backbone(spec["name"], model=spec["model"])
@@ -202,20 +207,22 @@ def rank_source_heads(trunk: Trunk, heads: dict[str, PropertyHead], target: Prop
 
 
 def choose_sources(head_init: str, heads: dict[str, PropertyHead] | None, target_head: PropertyHead, prop: str,
-                   train, trunk: Trunk, cache: EmbeddingCache, top: int = 1, min_r: float = 0.3):
+                   train, trunk: Trunk, cache: EmbeddingCache, top: int = DEFAULT_HEAD_INIT_TOP,
+                   min_r: float = 0.3):
     """The ``(head, sign)`` list a new target head starts from ([] = fresh), and a description.
 
     related: the same property from another source (most training samples);
     correlated: the ``top`` heads whose outputs correlate best with the
     target's training labels, if |r| >= min_r (any property: a solid-entropy
     target may start from a liquid-entropy head)."""
+    check_head_init(head_init, top)
     if not heads or head_init == "fresh":
         return [], "fresh"
     if head_init == "related":
         h = related_head(heads, prop)
         return ([(h, 1.0)], h.trained_on) if h is not None else ([], "fresh")
     ranked = [(r, n) for r, n in rank_source_heads(trunk, heads, target_head, train, cache) if abs(r) >= min_r]
-    chosen = ranked[:max(1, int(top))]
+    chosen = ranked[:top]
     return ([(heads[n], 1.0 if r >= 0 else -1.0) for r, n in chosen],
             "; ".join(f"{heads[n].trained_on} r={r:+.2f}" for r, n in chosen) or "fresh")
 
@@ -266,8 +273,8 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
         train, val, test = split_task(samples, cfg) if split_all else (samples, [], [])
         if source_heads:
             chosen, described = choose_sources(cfg.get("head_init", DEFAULT_HEAD_INIT), source_heads, heads[name],
-                                               samples[0].property, [s for s in train if cache.has(s)], trunk,
-                                               cache, top=int(cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP)))
+                                               samples[0].property, train, trunk, cache,
+                                               top=cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP))
             if chosen:
                 init_from_head(heads[name], chosen, seed)
             head_inits[task] = described

@@ -15,7 +15,6 @@ for solid entropy); ``related``: the same property from another source;
 from __future__ import annotations
 
 from mpa_ase.data import load_source
-from mpa_ase.checkpoint import read_parts
 from mpa_ase.training.common import backbone_and_trunk, read_config, train_and_write
 
 
@@ -26,11 +25,10 @@ def posttrain(config, *, progress: bool = True, stop_after: int | None = None, f
         raise ValueError("posttrain needs target: {data: <loader spec>, task: 'property@source'}")
     if not cfg.get("init"):
         raise ValueError("posttrain needs 'init': the model.pt of phase 1 (direct) or phase 2 (MPA)")
-    spec, backbone, trunk, _ = backbone_and_trunk(cfg)
+    spec, backbone, trunk, trained_heads = backbone_and_trunk(cfg)
     samples = [s for s in load_source(target["data"]) if s.task == target["task"]]
     if not samples:
         raise ValueError(f"target task {target['task']!r} has no samples in {target['data']}")
     cfg.setdefault("head_name", samples[0].property)
-    sources = read_parts(cfg["init"])[2] if cfg.get("head_init") != "fresh" else None
     return train_and_write(cfg, "posttrain", spec, backbone, trunk, {target["task"]: samples}, members=5,
-                           progress=progress, stop_after=stop_after, finish=finish, source_heads=sources)
+                           progress=progress, stop_after=stop_after, finish=finish, source_heads=trained_heads)
