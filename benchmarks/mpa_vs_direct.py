@@ -37,12 +37,18 @@ Two runs side by side need ``OMP_NUM_THREADS=1 --threads 1`` each: without
 the environment variable libgomp's worker threads spin against each other
 (seen here: half the CPU time in the kernel, epochs 7x slower).
 
-The reported run (2 cores; records resumed across invocations; how the recipe was
-chosen is in PROTOCOL and the summary): ``OMP_NUM_THREADS=1 python benchmarks/mpa_vs_direct.py --threads 1
---splits ood --seeds 5 --ablation-seeds 0 --methods mpa_related,mpa_top1 --work runs/mpa_main``
-beside the same with ``--splits random``, and ``OMP_NUM_THREADS=1 python
-benchmarks/mpa_vs_direct.py --threads 1 --splits ood --seeds 1 --work runs/mpa_abl2``
-(ablations), then ``--merge runs/mpa_main/records.jsonl runs/mpa_abl2/records.jsonl``.
+The reported runs (2 cores; records resumed across invocations). Development,
+seeds 0-4, 300 samples per auxiliary task: ``OMP_NUM_THREADS=1 python
+benchmarks/mpa_vs_direct.py --threads 1 --splits ood --seeds 5 --ablation-seeds 0
+--methods mpa_related,mpa_top1,mpa_top3_lowlr,mpa_cv --work runs/mpa_main``, the same
+with ``--splits random``, and the ablations ``--splits ood --seeds 1 --work
+runs/mpa_abl2``. More mid-training data, seeds 0-4: ``--splits ood --seed-list
+0,1,2,3,4 --ablation-seeds 0 --aux-cap 1000 --mid-epochs 20 --work runs/mpa_aux1000``
+(1000 samples per auxiliary task, half the epochs: about the same number of
+mid-training steps). Declared recipe, confirmed on fresh seeds 5-8 (chosen
+before they were run; see PROTOCOL): the same command with ``--seed-list 5,6,7,8
+--methods mpa_cv``. Report: ``--merge runs/mpa_aux1000/records.jsonl
+runs/mpa_main/records.jsonl:_aux300 runs/mpa_abl2/records.jsonl:_aux300``.
 Data: chemicals (handbook data by source), qm9pack, and the shared folder
 (Borlido band gaps, 3DSC, matcalc); see ../shared/DATA.md for citations.
 """
@@ -154,6 +160,9 @@ METHODS = {
     "mpa_related_lowlr": {**RECIPE, "head_init": "related", "top": 1, "trunk_lr": 2e-4},
     "mpa_top1_lowlr": {**RECIPE, "top": 1, "trunk_lr": 2e-4},
     "mpa_top3_lowlr": {**RECIPE, "trunk_lr": 2e-4},
+    # the head start chosen per target by inner CV on its training split among
+    # top 3, top 3 + 10x smaller trunk lr, top 1 and related (head_init: cv)
+    "mpa_cv": {**RECIPE, "head_init": "cv"},
 }
 ABLATIONS = ("mpa_fresh_head", "mpa_no_computational", "mpa_other_class_only", "mpa_3_sources", "mpa_10_sources")
 READOUT_ABLATIONS = ("mpa_readout_mean", "mpa_readout_attention", "mpa_readout_sum")
@@ -204,6 +213,12 @@ def main() -> None:
     ap.add_argument("--merge", nargs="+", metavar="RECORDS_JSONL",
                     help="only report: merge the records.jsonl of finished runs into the results files")
     ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--aux-cap", type=int, default=None,
+                    help="samples per auxiliary (mid-training) task (default 300; --quick 200)")
+    ap.add_argument("--mid-epochs", type=int, default=None,
+                    help="mid-training epochs (default 40; --quick 20): keep epochs x samples fixed when --aux-cap grows")
+    ap.add_argument("--seed-list", default=None, help="comma-separated seeds to run (instead of range(--seeds))")
+    ap.add_argument("--properties", default=None, help="comma-separated target tasks to run (default: all 30)")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--work", default="runs/mpa_vs_direct")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -227,19 +242,23 @@ def main() -> None:
     from mpa_ase.checkpoint import read_parts
     from mpa_ase.training.common import train_and_write
     from mpa_ase.training.embeddings import EmbeddingCache
-    from mpa_ase.validation.splits import apply_split, split
+    from mpa_ase.validation.splits import split
 
     t_start = time.time()
-    seeds = list(range(args.seeds or (1 if args.quick else 5)))
+    seeds = ([int(k) for k in args.seed_list.split(",")] if args.seed_list
+             else list(range(args.seeds or (1 if args.quick else 5))))
     target_cap = 250 if args.quick else 400
-    aux_cap = 200 if args.quick else 300
+    aux_cap = args.aux_cap or (200 if args.quick else 300)
     post_optim = {"epochs": 30 if args.quick else 60, "patience": 8 if args.quick else 15, "batch_size": 64}
-    mid_optim = {"epochs": 20 if args.quick else 40, "patience": 6 if args.quick else 8, "batch_size": 128}
+    mid_optim = {"epochs": args.mid_epochs or (20 if args.quick else 40), "patience": 6 if args.quick else 8, "batch_size": 128}
     work = Path(args.work)
     spec = {"name": "chgnet", "model": "0.3.0"}
     backbone = load_backbone("chgnet", model="0.3.0")
     cache = EmbeddingCache(backbone, args.cache_dir, progress=True)
 
+    only = set(args.properties.split(",")) if args.properties else None
+    if only and only - {t for t, _ in TARGETS}:
+        ap.error(f"unknown target(s) {sorted(only - {t for t, _ in TARGETS})}")
     targets = {}
     for task, ld in TARGETS:
         samples = [s for s in load(ld, 10 ** 6) if s.task == task]
@@ -285,8 +304,9 @@ def main() -> None:
                 out = train_and_write(cfg, "midtrain", spec, backbone, trunk, dict(groups), progress=False, cache=cache)
                 return trunk, read_parts(out["model"])[2]
 
-            pending = [t for t, smp in targets.items()
-                       if any((t, kind, seed, m) not in done
+            # all targets' held-out compounds stay out of mid-training even when --properties runs a few
+            pending = [t for t, smp in targets.items() if (only is None or t in only)
+                       and any((t, kind, seed, m) not in done
                               for m in expected_methods(smp[0].formula is not None, ablate, extra_methods))]
             if not pending:
                 continue
@@ -306,6 +326,8 @@ def main() -> None:
                   f"({removed} removed by the leakage guard)", flush=True)
 
             for task, samples in targets.items():
+                if task not in pending:
+                    continue
                 crystal = samples[0].formula is not None
                 sc = held[task]
                 for method in expected_methods(crystal, ablate, extra_methods):
@@ -332,6 +354,8 @@ def main() -> None:
                            "spearman_abs_err_std": m["test"].get("spearman_abs_err_std", float("nan")),
                            "val_mae": m["val"]["mae"] if "val" in m else float("nan"),
                            "head_init": m.get("head_init", "fresh")}
+                    if "head_start_cv" in m:
+                        rec["head_start_cv"] = {k: m["head_start_cv"][k] for k in ("candidate", "cv_mae", "held_out")}
                     records.append(rec)
                     with log_path.open("a") as fh:
                         fh.write(json.dumps(rec) + "\n")
@@ -347,11 +371,14 @@ def main() -> None:
 
 # how the reported recipe was chosen: which seeds informed the choice and which did not
 PROTOCOL = (
-    "Recipe choice: head_init correlated/top 3 was chosen among 5 post-training variants (related, correlated "
-    "top 1, correlated top 3, and related/top 1 with a 10x smaller trunk learning rate) on the test MAEs of seed 0 "
-    "(both split kinds), before seeds 1-4 were run for it; seeds 1-4 are held out from that choice. The ablations "
-    "(OOD, seed 0) use the chosen recipe; readout variants other than hybrid start fresh heads (mid-training has "
-    "only hybrid molecular heads, and only heads of the same readout are candidates)."
+    "How the recipe was chosen. Session 4: head_init correlated/top 3 was chosen among 5 post-training variants "
+    "on the test MAEs of seed 0 (300 samples per auxiliary task, '_aux300'). Session 5: the inner-CV head start "
+    "(head_init cv: 3-fold CV inside the training split among top 3, top 3 with a 10x smaller trunk learning "
+    "rate, top 1 and related) and 1000 samples per auxiliary task (20 instead of 40 mid-training epochs) were "
+    "each tried on OOD seeds 0-4, whose test MAEs were therefore seen. Then, before seeds 5-8 were run, the "
+    "recipe was declared: 1000 samples per auxiliary task, 20 mid-training epochs, head_init cv (method "
+    "mpa_cv); seeds 5-8 are its held-out confirmation. The ablations (OOD, seed 0) are of the 300-sample "
+    "mid-training with head_init correlated/top 3; readout variants other than hybrid start fresh heads."
 )
 
 
@@ -372,12 +399,18 @@ def report(records: list[dict], quick: bool, extra: dict) -> None:
 
 def merge(paths: list[str]) -> None:
     """Report from the records.jsonl of several runs (e.g. the main comparison and
-    an ablation run done in parallel); the first file wins on duplicates."""
+    an ablation run done in parallel); the first file wins on duplicates.
+    ``PATH:SUFFIX`` appends SUFFIX to that file's method names except direct
+    (whose runs do not depend on mid-training), to report a run with other
+    mid-training data beside the main one."""
     seen, records = set(), []
-    for path in paths:
+    for entry in paths:
+        path, _, suffix = entry.partition(":")
         for line in Path(path).read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
+                if suffix and r["method"] != "direct":
+                    r["method"] += suffix
                 key = (r["property"], r["split"], r["seed"], r["method"])
                 if key not in seen:
                     seen.add(key)
@@ -478,22 +511,23 @@ def plots(records, n_aux_tasks: int, prefix: str = "mpa_vs_direct") -> None:
     fig.savefig(RESULTS / f"{prefix}_by_property.png", dpi=120)
     plt.close(fig)
     # the same seeds on every point: the source-count ablations may cover fewer seeds
-    abl_seeds = {r["seed"] for r in records if r["method"].endswith("_sources")}
+    # the source-count ablations (possibly merged with a suffix, e.g. "_aux300") beside the
+    # MPA run of the same mid-training data, on the seeds the ablations cover
+    abl = {r["method"] for r in records if r["method"].startswith("mpa_3_sources")}
+    suffix = min(abl)[len("mpa_3_sources"):] if abl else ""
+    n_sources = {f"mpa_3_sources{suffix}": 3, f"mpa_10_sources{suffix}": 10, f"mpa{suffix}": n_aux_tasks}
+    abl_seeds = {r["seed"] for r in records if r["method"] in n_sources and r["method"] != f"mpa{suffix}"}
     numbers = summarise([r for r in records if r["seed"] in abl_seeds])["numbers"] if abl_seeds else {}
-    pts = [(k.split("/")[1], v["mean_rel_change"]) for k, v in numbers.items()
-           if k.startswith("ood/") and ("sources" in k or k == "ood/mpa")]
+    pts = sorted((n_sources[k[4:]], 100 * v["mean_rel_change"]) for k, v in numbers.items()
+                 if k.startswith("ood/") and k[4:] in n_sources)
     if len(pts) > 1:
-        n_sources = {"mpa_3_sources": 3, "mpa_10_sources": 10}
-        xs = [n_sources.get(m, None) for m, _ in pts]
         fig, ax = plt.subplots(figsize=(4, 3))
-        order = np.argsort([x or n_aux_tasks for x in xs])
-        ax.plot([(xs[i] or n_aux_tasks) for i in order], [100 * pts[i][1] for i in order], "o-")
+        ax.plot([x for x, _ in pts], [y for _, y in pts], "o-")
         ax.set_xlabel(f"mid-training sources (OOD, seeds {sorted(abl_seeds)})")
         ax.set_ylabel("mean MAE change vs direct (%)")
         fig.tight_layout()
         fig.savefig(RESULTS / f"{prefix}_sources.png", dpi=120)
         plt.close(fig)
-
 
 if __name__ == "__main__":
     main()

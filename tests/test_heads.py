@@ -136,7 +136,7 @@ def test_head_cannot_shadow_energy(chgnet_calc):
 
 
 def test_head_starts_from_a_related_head():
-    from mpa_ase.training.common import init_from_head, related_head
+    from mpa_ase.training.head_start import init_from_head, related_head
 
     torch.manual_seed(0)
     small = PropertyHead("boiling_point", "K", 16, readout="hybrid", members=1, trained_on="x (experimental, n_train=90)")
@@ -161,7 +161,7 @@ def test_head_starts_from_a_related_head():
 
 def test_members_start_from_several_heads_with_their_signs():
     from mpa_ase.graph import AtomsGraph
-    from mpa_ase.training.common import init_from_head
+    from mpa_ase.training.head_start import init_from_head
 
     torch.manual_seed(1)
     a = PropertyHead("a", "K", 16, readout="hybrid", members=1)
@@ -177,3 +177,45 @@ def test_members_start_from_several_heads_with_their_signs():
     assert torch.allclose(z[0], za, atol=1e-6) and torch.allclose(z[1], -zb, atol=1e-6)
     assert torch.allclose(z[2], za, atol=1e-6)
     assert not torch.allclose(za, zb)
+
+
+def test_inner_folds_partition_the_training_compounds():
+    from types import SimpleNamespace
+
+    from mpa_ase.training.head_start import inner_folds
+
+    # two conformers of one compound share an identity and must stay on one side
+    train = [SimpleNamespace(identity=f"m{i // 2}", value=float(i)) for i in range(40)]
+    folds = inner_folds(train, 3, seed=0)
+    assert len(folds) == 3
+    held_ids = [{s.identity for s in held} for _, held in folds]
+    assert sorted(i for ids in held_ids for i in ids) == sorted({s.identity for s in train})  # each once
+    for (fit, held), ids in zip(folds, held_ids):
+        assert not ids & {s.identity for s in fit} and len(fit) + len(held) == len(train)
+        assert 6 <= len(ids) <= 7
+    assert inner_folds(train, 3, seed=1) != folds  # seeded
+    assert inner_folds(train[:10], 3, seed=0) == []  # 5 compounds cannot make 3 folds of 2
+
+
+def test_cv_selection_takes_the_lowest_mean_score_and_checks_its_options():
+    from mpa_ase.training.head_start import cv_options, select_by_cv
+
+    cands = [{"head_init": "fresh"}, {"head_init": "related"}, {"head_init": "correlated", "head_init_top": 1}]
+    table = {("fresh", 0): 3.0, ("fresh", 1): 1.0, ("related", 0): 1.5, ("related", 1): 1.5,
+             ("correlated", 0): 2.0, ("correlated", 1): 1.0}
+    folds = [(0, 0), (1, 1)]
+    best, means = select_by_cv(cands, folds, lambda c, fit, held: table[(c["head_init"], fit)])
+    assert (best, means) == (1, [2.0, 1.5, 1.5])  # a tie goes to the earlier candidate
+    # a candidate whose fits diverge (NaN) is never chosen; without folds the first is taken unscored
+    nan_first = select_by_cv(cands, folds, lambda c, fit, held: float("nan") if c["head_init"] == "fresh" else 1.0)
+    assert nan_first[0] == 1
+    assert select_by_cv(cands, [], lambda *a: 0.0)[0] == 0
+    opts = cv_options({"head_init": "cv"})
+    assert opts["folds"] == 3 and len(opts["candidates"]) == 4
+    for bad, match in (({"folds": 1}, "folds=1"), ({"holdout": 0.2}, "unknown head_init_cv option"),
+                       ({"candidates": []}, "empty"), ({"candidates": [{"head_init": "cv"}]}, "cannot itself"),
+                       ({"candidates": [{"head_init": "nearest"}]}, "head_init='nearest'"),
+                       ({"candidates": [{"head_init": "fresh", "lr": 1}]}, "candidate"),
+                       ({"candidates": [{"head_init": "fresh", "trunk_lr_factor": 0}]}, "must be positive")):
+        with pytest.raises(ValueError, match=match):
+            cv_options({"head_init_cv": bad})

@@ -59,7 +59,7 @@ def test_midtraining_beats_direct_finetuning_on_held_out_data(runs):
 
 def test_posttraining_head_starts_from_the_same_property_of_another_source(runs):
     from mpa_ase.checkpoint import read_parts
-    from mpa_ase.training.common import related_head
+    from mpa_ase.training.head_start import related_head
 
     source = related_head(read_parts(runs["mid"]["model"])[2], "flash_point")
     # the flash-point source with most training compounds; never the target source (DIPPR)
@@ -69,7 +69,8 @@ def test_posttraining_head_starts_from_the_same_property_of_another_source(runs)
 def test_correlated_head_start_ranks_source_heads_on_training_labels(runs, tmp_path):
     from mpa_ase.checkpoint import read_parts
     from mpa_ase.data import load_source
-    from mpa_ase.training.common import choose_sources, rank_source_heads, split_task
+    from mpa_ase.training.common import split_task
+    from mpa_ase.training.head_start import choose_sources, rank_source_heads
     from mpa_ase.training.embeddings import EmbeddingCache
 
     spec, trunk, heads, _ = read_parts(runs["mid"]["model"])
@@ -100,6 +101,46 @@ def test_correlated_head_start_ranks_source_heads_on_training_labels(runs, tmp_p
                                    "target": TARGET, "head_init": "related"}, progress=False)
     assert post["metrics"][TARGET["task"]]["head_init"].startswith("flash_point@")
     assert _test_mae(post) < _test_mae(runs["direct"])
+
+
+def test_head_start_chosen_by_inner_cv_on_the_training_split(runs, tmp_path, monkeypatch):
+    import json
+
+    import mpa_ase.training.common as common
+
+    cands = [{"head_init": "fresh"}, {"head_init": "correlated", "head_init_top": 3, "trunk_lr_factor": 0.1}]
+    cfg = {**runs["base"], "output": str(tmp_path / "cv"), "init": runs["mid"]["model"], "target": TARGET,
+           "head_init": "cv", "head_init_cv": {"folds": 2, "candidates": cands}}
+    post = run_phase("posttrain", cfg, progress=False)
+    m = post["metrics"][TARGET["task"]]
+    report = m["head_start_cv"]
+    # the folds partition the training split; the lowest inner-CV MAE wins
+    assert report["folds"] == 2 and sum(report["held_out"]) == m["n_train"]
+    scores = list(report["cv_mae"].values())
+    assert report["chosen"] == scores.index(min(scores)) and all(s > 0 for s in scores)
+    chosen = cands[report["chosen"]]
+    print(f"inner-CV MAE (K): {report['cv_mae']}; chosen: {report['candidate']}")
+    # the mid-trained heads are a better start than none on this target
+    assert report["candidate"].startswith("correlated top 3, trunk lr x0.1")
+    # the final head is exactly the run that asks for the chosen start directly
+    direct_cfg = {k: v for k, v in cfg.items() if k not in ("head_init_cv",)}
+    direct_cfg.update(output=str(tmp_path / "same"), head_init=chosen["head_init"],
+                      head_init_top=chosen.get("head_init_top", 3),
+                      optim={**cfg["optim"], "trunk_lr": 2e-3 * chosen["trunk_lr_factor"]})
+    same = run_phase("posttrain", direct_cfg, progress=False)
+    assert _test_mae(same) == pytest.approx(_test_mae(post), rel=1e-9)
+    # resuming reuses the stored choice instead of refitting the folds
+    saved = json.loads((tmp_path / "cv" / "head_start_cv.json").read_text())
+    assert saved["chosen"] == report["chosen"]
+
+    def refit(*args, **kwargs):
+        raise AssertionError("inner folds refitted on resume")
+
+    monkeypatch.setattr(common, "_fold_mae", refit)
+    again = run_phase("posttrain", cfg, progress=False)
+    assert _test_mae(again) == pytest.approx(_test_mae(post), rel=1e-12)
+    with pytest.raises(ValueError, match="folds=1"):
+        run_phase("posttrain", {**cfg, "head_init_cv": {"folds": 1}})
 
 
 def test_midtraining_never_saw_target_test_compounds(runs):

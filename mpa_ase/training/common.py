@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from mpa_ase.backbones import load_backbone
 from mpa_ase.checkpoint import atomic_save, model_file, read_parts
-from mpa_ase.data import group_tasks, load_source
+from mpa_ase.data import load_source
 from mpa_ase.heads import PropertyHead, TargetTransform, Trunk
 from mpa_ase.training.embeddings import EmbeddingCache
-from mpa_ase.training.trainer import (Batcher, HeadSet, OptimConfig, TaskData, Trainer, calibrate, conformer_mean,
-                                      data_hash, predict)
+from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP, check_head_init, choose_sources,
+                                         cv_options, describe_candidate, init_from_head, inner_folds,
+                                         select_by_cv, selection_key)
+from mpa_ase.training.trainer import HeadSet, OptimConfig, TaskData, Trainer, calibrate, data_hash, predict
 from mpa_ase.validation.splits import apply_split, split
 
 log = logging.getLogger(__name__)
@@ -24,18 +30,8 @@ PHASES = ("pretrain", "midtrain", "posttrain")
 KNOWN_KEYS = {
     "phase", "output", "backbone", "init", "data", "target", "split", "trunk", "head", "optim",
     "cache_dir", "trainable", "head_name", "exclude_target_task", "seed", "head_init", "head_init_top",
+    "head_init_cv",
 }
-HEAD_INITS = ("correlated", "related", "fresh")
-DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP = "correlated", 3
-
-
-def check_head_init(head_init, top) -> None:
-    if head_init not in HEAD_INITS:
-        raise ValueError(f"head_init={head_init!r}; choose from {HEAD_INITS}")
-    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
-        raise ValueError(f"head_init_top={top!r}: the number of source heads must be an integer >= 1")
-
-
 def read_config(path_or_dict) -> dict:
     if isinstance(path_or_dict, dict):
         cfg = dict(path_or_dict)
@@ -55,6 +51,8 @@ def read_config(path_or_dict) -> dict:
             "trunk and heads trained) is implemented"
         )
     check_head_init(cfg.get("head_init", DEFAULT_HEAD_INIT), cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP))
+    if cfg.get("head_init") == "cv":
+        cv_options(cfg)
     if "output" not in cfg:
         raise ValueError("config needs an 'output' folder")
     return cfg
@@ -125,108 +123,6 @@ def backbone_and_trunk(cfg: dict):
     return spec, backbone, trunk, {}
 
 
-def related_head(heads: dict[str, PropertyHead], prop: str) -> PropertyHead | None:
-    """The mid-training head of the same property from another source (the one
-    trained on most samples), or None. Head names are ``property__source``."""
-    import re
-
-    found = []
-    for name, head in heads.items():
-        if name.startswith(prop + "__"):
-            m = re.search(r"n_train=(\d+)", head.trained_on or "")
-            found.append((int(m.group(1)) if m else 0, name, head))
-    return max(found, key=lambda x: (x[0], x[1]))[2] if found else None
-
-
-def _negate_output(readout) -> None:
-    """Flip the sign of a readout's output (its last linear layers)."""
-    for lin in (getattr(readout, "pooled_mlp", [None])[-1], getattr(getattr(readout, "atomwise", None), "out", None)):
-        if lin is not None:
-            lin.weight.neg_()
-            lin.bias.neg_()
-
-
-@torch.no_grad()
-def init_from_head(head: PropertyHead, source, seed: int, noise: float = 0.05) -> int:
-    """Start the ensemble members of ``head`` from trained heads (parameters of the
-    same name and shape), each perturbed by ``noise`` x the tensor's spread so
-    the members still differ. Returns the number of tensors copied.
-
-    ``source`` is one head, or a list of ``(head, sign)``: member k starts from
-    entry k mod len, with its output negated where sign < 0.
-    """
-    sources = [(source, 1.0)] if isinstance(source, PropertyHead) else list(source)
-    g = torch.Generator().manual_seed(seed)
-    copied = 0
-    for k, member in enumerate(head.members):
-        src_head, sign = sources[k % len(sources)]
-        src_member = src_head.members[(k // len(sources)) % len(src_head.members)]
-        src = dict(src_member.named_parameters())
-        for name, p in member.named_parameters():
-            if name in src and src[name].shape == p.shape:
-                q = src[name].to(p.dtype)
-                spread = float(q.std()) if q.numel() > 1 else 0.0
-                p.copy_(q + noise * spread * torch.randn(p.shape, generator=g, dtype=p.dtype))
-                copied += 1
-        if sign < 0:
-            _negate_output(member)
-    return copied
-
-
-@torch.no_grad()
-def rank_source_heads(trunk: Trunk, heads: dict[str, PropertyHead], target: PropertyHead, samples,
-                      cache: EmbeddingCache) -> list[tuple[float, str]]:
-    """Trained heads ordered by how well they already predict ``samples`` (the
-    target's training set only): |Pearson r| between a head's ensemble-mean
-    output and the target labels (log10 where the target is log-transformed).
-    Only heads with the target's readout kind are candidates (a full copy),
-    which also keeps crystal and molecular heads apart. Returns [(r, name)]."""
-    if not heads or len(samples) < 5:
-        return []
-    batcher = Batcher(cache)
-    y = np.array([s.value for s in samples], dtype=float)
-    if target.transform.kind == "log10":
-        y = np.log10(y)
-    graph, feats, owner = batcher(samples)
-    was_training = trunk.training
-    trunk.eval()
-    x = trunk(feats)
-    trunk.train(was_training)
-    ranked = []
-    for name, head in heads.items():
-        if head.readout_kind != target.readout_kind or head.task != "regression":
-            continue
-        head.eval()
-        z = conformer_mean(head.member_outputs(x, graph), owner, len(samples)).mean(0).double().numpy()
-        if np.std(z) == 0 or not np.isfinite(z).all():
-            continue
-        r = float(np.corrcoef(z, y)[0, 1])
-        if np.isfinite(r):
-            ranked.append((r, name))
-    return sorted(ranked, key=lambda t: (-abs(t[0]), t[1]))
-
-
-def choose_sources(head_init: str, heads: dict[str, PropertyHead] | None, target_head: PropertyHead, prop: str,
-                   train, trunk: Trunk, cache: EmbeddingCache, top: int = DEFAULT_HEAD_INIT_TOP,
-                   min_r: float = 0.3):
-    """The ``(head, sign)`` list a new target head starts from ([] = fresh), and a description.
-
-    related: the same property from another source (most training samples);
-    correlated: the ``top`` heads whose outputs correlate best with the
-    target's training labels, if |r| >= min_r (any property: a solid-entropy
-    target may start from a liquid-entropy head)."""
-    check_head_init(head_init, top)
-    if not heads or head_init == "fresh":
-        return [], "fresh"
-    if head_init == "related":
-        h = related_head(heads, prop)
-        return ([(h, 1.0)], h.trained_on) if h is not None else ([], "fresh")
-    ranked = [(r, n) for r, n in rank_source_heads(trunk, heads, target_head, train, cache) if abs(r) >= min_r]
-    chosen = ranked[:top]
-    return ([(heads[n], 1.0 if r >= 0 else -1.0) for r, n in chosen],
-            "; ".join(f"{heads[n].trained_on} r={r:+.2f}" for r, n in chosen) or "fresh")
-
-
 def split_cfg(cfg: dict) -> dict:
     return {"kind": "random", "val": 0.1, "test": 0.2, "seed": int(cfg.get("seed", 0)), **(cfg.get("split") or {})}
 
@@ -237,6 +133,73 @@ def split_task(samples, cfg: dict):
     return apply_split(samples, split(samples, sc["kind"], sc["val"], sc["test"], sc["seed"], **extra))
 
 
+def post_optim(cfg: dict, trunk_lr_factor: float | None = None) -> OptimConfig:
+    optim = OptimConfig.from_dict({"seed": int(cfg.get("seed", 0)), **(cfg.get("optim") or {})})
+    if trunk_lr_factor is not None:
+        optim.trunk_lr = optim.lr * float(trunk_lr_factor)
+    return optim
+
+
+def _fold_mae(cfg, candidate, task, name, meta, dim, head_cfg, trunk, source_heads, fit, val, held, cache) -> float:
+    """Held-out MAE of one head start trained on one inner fold (a throwaway copy of the trunk)."""
+    seed = int(cfg.get("seed", 0))
+    fold_trunk = copy.deepcopy(trunk)
+    torch.manual_seed(seed + 1)
+    head = make_head(name, meta, dim, head_cfg, trained_on="")
+    chosen, _ = choose_sources(candidate["head_init"], source_heads, head, meta["property"], fit, fold_trunk, cache,
+                               top=candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP))
+    if chosen:
+        init_from_head(head, chosen, seed)
+    headset = HeadSet(fold_trunk, {name: head})
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(headset, {task: TaskData(name, fit, val, [])}, cache,
+                          post_optim(cfg, candidate.get("trunk_lr_factor")), tmp, progress=False, checkpoint=False)
+        trainer.fit(resume=False)
+    mean, _ = predict(headset, name, trainer.batcher, held)
+    return float(np.mean(np.abs(mean - np.array([s.value for s in held]))))
+
+
+def choose_head_start_by_cv(cfg, task, name, meta, dim, head_cfg, trunk, source_heads, train, val, cache, out,
+                            progress: bool = True) -> tuple[dict, dict]:
+    """The ``head_init_cv`` candidate with the lowest mean held-out MAE over inner
+    folds of the training split, and a report of every candidate's score. The
+    choice is kept in ``out/head_start_cv.json`` and reused while nothing it
+    depends on changed (a resumed run chooses the same)."""
+    opts = cv_options(cfg)
+    trunk_hash = hashlib.sha1(b"".join(t.detach().double().numpy().tobytes()
+                                       for t in trunk.state_dict().values())).hexdigest()
+    key = selection_key(opts, train, val, {"optim": cfg.get("optim"), "head": head_cfg, "seed":
+                                           cfg.get("seed", 0), "trunk": trunk_hash, "sources": sorted(source_heads)})
+    path = Path(out) / "head_start_cv.json"
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError:
+            saved = {}
+        if saved.get("key") == key:
+            return opts["candidates"][saved["chosen"]], saved
+    folds = inner_folds(train, opts["folds"], int(cfg.get("seed", 0)))
+    bar = tqdm(total=len(folds) * len(opts["candidates"]), desc="head start (inner CV)", disable=not progress)
+
+    def score(candidate, fit, held):
+        mae = _fold_mae(cfg, candidate, task, name, meta, dim, head_cfg, trunk, source_heads, fit, val, held, cache)
+        bar.update(1)
+        return mae
+
+    best, means = select_by_cv(opts["candidates"], folds, score)
+    bar.close()
+    report = {"key": key, "chosen": best, "candidate": describe_candidate(opts["candidates"][best]),
+              "folds": len(folds), "held_out": [len(h) for _, h in folds],
+              "cv_mae": {describe_candidate(c): m for c, m in zip(opts["candidates"], means)}}
+    if not folds:
+        log.warning("%s: no inner fold could be drawn from %d training samples; head start %s taken unscored",
+                    task, len(train), report["candidate"])
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(path)
+    return opts["candidates"][best], report
+
+
 def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, tasks: dict[str, list],
                     *, members: int | None = None, progress: bool = True, split_all: bool = True,
                     extra_meta: dict | None = None, stop_after: int | None = None, resume: bool = True,
@@ -245,8 +208,8 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
     """Train trunk + one head per task, evaluate, write model.pt, metrics.json and plots.
 
     ``source_heads`` are trained heads (mid-training's) that a new head may
-    start from, chosen by ``cfg["head_init"]`` (see ``choose_sources``) on the
-    task's training split only.
+    start from, chosen by ``cfg["head_init"]`` (see ``choose_sources``; ``cv``:
+    ``choose_head_start_by_cv``) on the task's training split only.
 
     Returns a summary dict (per-task metrics, paths); ``finished`` is False
     when ``stop_after`` interrupted the run.
@@ -261,7 +224,8 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
     if members is not None:
         head_cfg.setdefault("members", members)
     torch.manual_seed(seed + 1)
-    heads, task_data, head_inits = {}, {}, {}
+    heads, task_data, head_inits, cv_reports = {}, {}, {}, {}
+    trunk_lr_factor = None
     for task, samples in sorted(tasks.items()):
         samples = [s for s in samples if cache.has(s)]
         if len(samples) < 5:
@@ -269,17 +233,27 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
             continue
         meta = task_meta(samples)
         name = cfg.get("head_name") if phase == "posttrain" and cfg.get("head_name") else head_key(task)
-        heads[name] = make_head(name, meta, backbone.embedding_dim, head_cfg, trained_on=f"{task} ({meta['kind']})")
         train, val, test = split_task(samples, cfg) if split_all else (samples, [], [])
+        head_init = cfg.get("head_init", DEFAULT_HEAD_INIT)
+        top = cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
+        if source_heads and head_init == "cv":
+            if len(tasks) != 1:
+                raise ValueError(f"head_init: cv chooses the head start of one target task; this run has {len(tasks)}")
+            candidate, cv_reports[task] = choose_head_start_by_cv(
+                cfg, task, name, meta, backbone.embedding_dim, head_cfg, trunk, source_heads, train, val, cache, out,
+                progress=progress)
+            head_init, top = candidate["head_init"], candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
+            trunk_lr_factor = candidate.get("trunk_lr_factor")
+            torch.manual_seed(seed + 1)  # the final head starts as it would had this candidate been asked for
+        heads[name] = make_head(name, meta, backbone.embedding_dim, head_cfg, trained_on=f"{task} ({meta['kind']})")
         if source_heads:
-            chosen, described = choose_sources(cfg.get("head_init", DEFAULT_HEAD_INIT), source_heads, heads[name],
-                                               samples[0].property, train, trunk, cache,
-                                               top=cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP))
+            chosen, described = choose_sources(head_init, source_heads, heads[name], meta["property"], train, trunk,
+                                               cache, top=top)
             if chosen:
                 init_from_head(heads[name], chosen, seed)
             head_inits[task] = described
         task_data[task] = TaskData(name, train, val, test)
-    optim = OptimConfig.from_dict({"seed": seed, **(cfg.get("optim") or {})})
+    optim = post_optim(cfg, trunk_lr_factor)
     headset = HeadSet(trunk, heads)
     trainer = Trainer(headset, task_data, cache, optim, out, progress=progress,
                       config={k: v for k, v in cfg.items() if k != "output"})
@@ -301,6 +275,8 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
                          "n_val": len(t.val), "n_test": len(t.test), **evals}
         if task in head_inits:
             metrics[task]["head_init"] = head_inits[task]
+        if task in cv_reports:
+            metrics[task]["head_start_cv"] = {k: v for k, v in cv_reports[task].items() if k != "key"}
         if t.test:
             mean, std = predictions["test"]
             metrics[task]["test_predictions"] = {

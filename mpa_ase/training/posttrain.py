@@ -9,7 +9,9 @@ checkpoint's heads that already predict the target best: with
 outputs correlate most with the target's training labels (any property and
 source: mid-training aligned them, so a liquid-entropy head is a head start
 for solid entropy); ``related``: the same property from another source;
-``fresh``: a new head.
+``fresh``: a new head; ``cv``: whichever of several such starts
+(``head_init_cv.candidates``) has the lowest MAE in a k-fold cross-validation
+inside the training split.
 """
 
 from __future__ import annotations

@@ -167,7 +167,7 @@ def data_hash(tasks: dict[str, TaskData]) -> str:
 
 class Trainer:
     def __init__(self, headset: HeadSet, tasks: dict[str, TaskData], cache: EmbeddingCache, optim: OptimConfig,
-                 out_dir: str | Path, *, progress: bool = True, config: dict | None = None):
+                 out_dir: str | Path, *, progress: bool = True, config: dict | None = None, checkpoint: bool = True):
         self.headset = headset
         self.tasks = {name: t for name, t in tasks.items() if t.train}
         if not self.tasks:
@@ -177,6 +177,7 @@ class Trainer:
         self.cfg = optim
         self.out_dir = Path(out_dir)
         self.progress = progress
+        self.checkpoint = checkpoint  # False: a throwaway fit (inner CV) that cannot be resumed
         for name, t in self.tasks.items():
             for split in ("train", "val", "test"):
                 setattr(t, split, [s for s in getattr(t, split) if cache.has(s)])
@@ -296,6 +297,8 @@ class Trainer:
 
     # ------------------------------------------------------- checkpoints
     def _save(self, state: dict) -> None:
+        if not self.checkpoint:
+            return
         atomic_save({
             "format": TRAIN_FORMAT, "fingerprint": self.fingerprint, "epoch": state["epoch"],
             "module": self.headset.state_dict(), "best_module": state["best_module"],
