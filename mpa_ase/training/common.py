@@ -20,7 +20,7 @@ from mpa_ase.heads import PropertyHead, TargetTransform, Trunk
 from mpa_ase.training.embeddings import EmbeddingCache
 from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP, check_head_init, choose_sources,
                                          cv_options, describe_candidate, init_from_head, inner_folds,
-                                         select_by_cv, selection_key)
+                                         select_by_cv)
 from mpa_ase.training.trainer import HeadSet, OptimConfig, TaskData, Trainer, calibrate, data_hash, predict
 from mpa_ase.validation.splits import apply_split, split
 
@@ -133,6 +133,18 @@ def split_task(samples, cfg: dict):
     return apply_split(samples, split(samples, sc["kind"], sc["val"], sc["test"], sc["seed"], **extra))
 
 
+def started_head(name, meta, dim, head_cfg, trained_on, source_heads, head_init, top, train, trunk, cache, seed):
+    """A new head for a task, started from ``source_heads`` as ``head_init`` says
+    (chosen on ``train``), and a description of its start."""
+    head = make_head(name, meta, dim, head_cfg, trained_on=trained_on)
+    if not source_heads:
+        return head, None
+    chosen, described = choose_sources(head_init, source_heads, head, meta["property"], train, trunk, cache, top=top)
+    if chosen:
+        init_from_head(head, chosen, seed)
+    return head, described
+
+
 def post_optim(cfg: dict, trunk_lr_factor: float | None = None) -> OptimConfig:
     optim = OptimConfig.from_dict({"seed": int(cfg.get("seed", 0)), **(cfg.get("optim") or {})})
     if trunk_lr_factor is not None:
@@ -145,11 +157,8 @@ def _fold_mae(cfg, candidate, task, name, meta, dim, head_cfg, trunk, source_hea
     seed = int(cfg.get("seed", 0))
     fold_trunk = copy.deepcopy(trunk)
     torch.manual_seed(seed + 1)
-    head = make_head(name, meta, dim, head_cfg, trained_on="")
-    chosen, _ = choose_sources(candidate["head_init"], source_heads, head, meta["property"], fit, fold_trunk, cache,
-                               top=candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP))
-    if chosen:
-        init_from_head(head, chosen, seed)
+    head, _ = started_head(name, meta, dim, head_cfg, "", source_heads, candidate["head_init"],
+                           candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP), fit, fold_trunk, cache, seed)
     headset = HeadSet(fold_trunk, {name: head})
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(headset, {task: TaskData(name, fit, val, [])}, cache,
@@ -168,8 +177,10 @@ def choose_head_start_by_cv(cfg, task, name, meta, dim, head_cfg, trunk, source_
     opts = cv_options(cfg)
     trunk_hash = hashlib.sha1(b"".join(t.detach().double().numpy().tobytes()
                                        for t in trunk.state_dict().values())).hexdigest()
-    key = selection_key(opts, train, val, {"optim": cfg.get("optim"), "head": head_cfg, "seed":
-                                           cfg.get("seed", 0), "trunk": trunk_hash, "sources": sorted(source_heads)})
+    key = hashlib.sha1(json.dumps({
+        "opts": opts, "optim": cfg.get("optim"), "head": head_cfg, "seed": cfg.get("seed", 0), "trunk": trunk_hash,
+        "sources": sorted(source_heads), "data": data_hash({task: TaskData(name, train, val, [])}),
+    }, sort_keys=True, default=str).encode()).hexdigest()
     path = Path(out) / "head_start_cv.json"
     if path.exists():
         try:
@@ -245,12 +256,10 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
             head_init, top = candidate["head_init"], candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
             trunk_lr_factor = candidate.get("trunk_lr_factor")
             torch.manual_seed(seed + 1)  # the final head starts as it would had this candidate been asked for
-        heads[name] = make_head(name, meta, backbone.embedding_dim, head_cfg, trained_on=f"{task} ({meta['kind']})")
-        if source_heads:
-            chosen, described = choose_sources(head_init, source_heads, heads[name], meta["property"], train, trunk,
-                                               cache, top=top)
-            if chosen:
-                init_from_head(heads[name], chosen, seed)
+        heads[name], described = started_head(name, meta, backbone.embedding_dim, head_cfg,
+                                              f"{task} ({meta['kind']})", source_heads, head_init, top, train, trunk,
+                                              cache, seed)
+        if described is not None:
             head_inits[task] = described
         task_data[task] = TaskData(name, train, val, test)
     optim = post_optim(cfg, trunk_lr_factor)

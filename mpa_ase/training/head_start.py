@@ -10,8 +10,6 @@ never enter the choice.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 
 import numpy as np
@@ -181,16 +179,6 @@ def inner_folds(train, folds: int, seed: int) -> list[tuple[list, list]]:
     fold_of = {ids[j]: k % folds for k, j in enumerate(rng.permutation(len(ids)))}
     return [([s for s in train if fold_of[s.identity] != f], [s for s in train if fold_of[s.identity] == f])
             for f in range(folds)]
-
-
-def selection_key(opts: dict, train, val, extra: dict) -> str:
-    """Fingerprint of everything an inner-CV choice depends on (to reuse it on resume)."""
-    h = hashlib.sha1(json.dumps({"opts": opts, **extra}, sort_keys=True, default=str).encode())
-    for part in (train, val):
-        for s in part:
-            h.update(f"{s.identity}|{s.value:.9g}|{','.join(s.keys)}\n".encode())
-        h.update(b"--\n")
-    return h.hexdigest()
 
 
 def select_by_cv(candidates: list[dict], folds: list[tuple[list, list]], score) -> tuple[int, list[float]]:
