@@ -10,13 +10,12 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from mpa_ase.backbones import load_backbone
-from mpa_ase.checkpoint import DEFAULT_MODEL, is_model_file, load_model
+from mpa_ase.checkpoint import DEFAULT_BACKBONE, load_model
 from mpa_ase.graph import AtomsGraph, to_ase
 from mpa_ase.model import MPAModel
 from mpa_ase.neighbors.verlet import VerletNeighbors
 
-DEFAULT_BACKBONE = "chgnet"
+__all__ = ["DEFAULT_BACKBONE", "MPACalculator"]
 
 _BASE_PROPERTIES = ("energy", "free_energy", "forces", "stress", "energies")
 
@@ -30,12 +29,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def resolve_dtype(dtype, default: torch.dtype) -> torch.dtype:
     if dtype is None:
         return default
-    if isinstance(dtype, torch.dtype):
-        return dtype
     table = {"float32": torch.float32, "float64": torch.float64, "float": torch.float32, "double": torch.float64}
+    if isinstance(dtype, torch.dtype):
+        dtype = str(dtype).replace("torch.", "")
     if str(dtype) not in table:
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r} (lower precisions are not supported: "
+                         "forces and stress need derivatives that float16/bfloat16 get wrong)")
     return table[str(dtype)]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 class MPACalculator(Calculator):
@@ -58,6 +62,12 @@ class MPACalculator(Calculator):
             than skin/2 and the cell is unchanged; results equal a fresh
             build. 0 rebuilds on every call.
 
+    Each ``calculate`` computes what ASE asks for: energy and forces always
+    (one backward pass gives both), stress only when asked, property heads
+    only when a head (or its ``_std``) is asked; ASE's cache asks again for
+    what is missing. The constructor's settings are ``calc.parameters``
+    (``calc.todict()``); ``calc.set(...)`` changes them.
+
     Results are in ASE units: energy eV, forces eV/Å, stress eV/Å³ (Voigt,
     xx yy zz yz xz xy; only for systems with a 3D cell), per-atom ``energies``
     eV, and the backbone's extras (CHGNet: ``magmoms``, μB). Each property
@@ -65,7 +75,11 @@ class MPACalculator(Calculator):
     listed by ``calc.heads[name]["unit"]``.
     """
 
-    default_parameters: dict = {}
+    default_parameters: dict = {
+        "model": "default", "backbone": None, "device": "auto", "dtype": None,
+        "neighbor_backend": "auto", "skin": 1.0,
+    }
+    _SETTINGS = tuple(default_parameters)
 
     def __init__(
         self,
@@ -78,26 +92,61 @@ class MPACalculator(Calculator):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.device = resolve_device(device)
-        if isinstance(model, MPAModel):
-            self.model = model
-        elif backbone is None and model in (None, "default") and DEFAULT_MODEL.exists():
-            self.model = load_model(DEFAULT_MODEL)
-        elif backbone is None and isinstance(model, (str, Path)) and is_model_file(model):
-            self.model = load_model(model)
-        else:
-            name = backbone or DEFAULT_BACKBONE
-            spec = None if model in (None, "default") else model
-            self.model = MPAModel(load_backbone(name, model=spec))
-        self.dtype = resolve_dtype(dtype, self.model.backbone.default_dtype)
+        self.model = None
+        self._configure(model=model, backbone=backbone, device=device, dtype=dtype,
+                        neighbor_backend=neighbor_backend, skin=skin)
+
+    def _configure(self, **settings) -> None:
+        """Apply constructor settings: (re)load the model only when model/backbone
+        change, move it for device/dtype, rebuild the neighbour object."""
+        reload = self.model is None or "model" in settings or "backbone" in settings
+        current = {k: self.parameters.get(k, v) for k, v in self.default_parameters.items()}
+        new = {**current, **settings}
+        if reload:
+            model = new["model"]
+            if isinstance(model, MPAModel):
+                self.model = model
+                new["model"] = f"<MPAModel {model.backbone.name}, heads: {', '.join(model.heads) or 'none'}>"
+            else:
+                self.model = load_model(model, new["backbone"])
+                new["model"] = str(model) if model is not None else "default"
+        self.device = resolve_device(new["device"])
+        self.dtype = resolve_dtype(new["dtype"], self.model.backbone.default_dtype)
         self.model = self.model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.neighbor_backend = neighbor_backend
-        self.verlet = VerletNeighbors(self.model.cutoff, skin, backend=neighbor_backend)
+        self.neighbors = VerletNeighbors(self.model.cutoff, float(new["skin"]), backend=new["neighbor_backend"],
+                                         device=self.device)
+        new["device"] = str(new["device"])
+        new["dtype"] = None if new["dtype"] is None else _dtype_name(self.dtype)
+        new["skin"] = float(new["skin"])
+        self.parameters.update(new)
         self.implemented_properties = list(_BASE_PROPERTIES) + list(self.model.backbone.extra_properties)
         for name in self.model.heads:
             self.implemented_properties += [name, f"{name}_std"]
+
+    def set(self, **kwargs) -> dict:
+        """Change settings (``model``, ``backbone``, ``device``, ``dtype``,
+        ``neighbor_backend``, ``skin``); results are cleared when any changes."""
+        unknown = sorted(set(kwargs) - set(self._SETTINGS))
+        if unknown:
+            raise ValueError(f"unknown MPACalculator setting(s) {unknown}; settings: {list(self._SETTINGS)}")
+        if getattr(self, "model", None) is None:  # Calculator.__init__ passes its own kwargs here
+            return super().set(**kwargs)
+        changed = {k: v for k, v in kwargs.items() if self.parameters.get(k) != v}
+        if changed:
+            self._configure(**changed)
+            self.reset()
+        return changed
+
+    @property
+    def verlet(self) -> VerletNeighbors:
+        """The neighbour-list object (alias kept for scripts that read its counters)."""
+        return self.neighbors
+
+    @property
+    def neighbor_backend(self) -> str:
+        return self.neighbors.backend
 
     @property
     def heads(self) -> dict[str, dict]:
@@ -112,14 +161,21 @@ class MPACalculator(Calculator):
                 f"unknown property {unknown[0]!r}; this model provides {self.implemented_properties}"
             )
 
+    def _work_for(self, properties) -> dict:
+        want = set(properties)
+        return {"compute_stress": "stress" in want,
+                "compute_heads": any(n in want or f"{n}_std" in want for n in self.model.heads)}
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         self._check_properties(properties)
+        previous = self.results if not system_changes else {}
         super().calculate(atoms, properties, system_changes)
         graph = AtomsGraph.from_atoms(
             self.atoms, self.model.cutoff, dtype=self.dtype, device=self.device,
-            neighbor_backend=self.neighbor_backend, verlet=self.verlet,
+            neighbors=self.neighbors, reuse_neighbors=True,
         )
-        self.results = self._run(graph)[0]
+        # Same configuration, more asked (e.g. stress after forces): keep what is known.
+        self.results = {**previous, **self._run(graph, **self._work_for(properties))[0]}
 
     # -------------------------------------------------------------- batched
     def calculate_batch(self, structures: Sequence, batch_size: int | None = None,
@@ -134,9 +190,7 @@ class MPACalculator(Calculator):
         """
         if properties is not None:
             self._check_properties(properties)
-        want = set(self.implemented_properties if properties is None else properties)
-        options = {"compute_stress": "stress" in want,
-                   "compute_heads": any(n in want or f"{n}_std" in want for n in self.model.heads)}
+        options = self._work_for(self.implemented_properties if properties is None else properties)
         atoms_list = [to_ase(s) for s in structures]
         step = batch_size or max(1, len(atoms_list))
         out = []
@@ -146,8 +200,7 @@ class MPACalculator(Calculator):
 
     def build_graph(self, atoms_list: Sequence) -> AtomsGraph:
         return AtomsGraph.from_atoms(
-            list(atoms_list), self.model.cutoff, dtype=self.dtype, device=self.device,
-            neighbor_backend=self.neighbor_backend,
+            list(atoms_list), self.model.cutoff, dtype=self.dtype, device=self.device, neighbors=self.neighbors,
         )
 
     def _run(self, graph: AtomsGraph, compute_stress: bool = True, compute_heads: bool = True) -> list[dict]:

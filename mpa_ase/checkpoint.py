@@ -19,6 +19,7 @@ from mpa_ase.heads import PropertyHead, TargetTransform, Trunk
 
 FORMAT = "mpa-ase-model/1"
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.pt"
+DEFAULT_BACKBONE = "chgnet"
 
 
 def atomic_save(obj, path: str | Path) -> None:
@@ -73,8 +74,19 @@ def build_head(entry: dict) -> PropertyHead:
     return head
 
 
-def model_file(backbone: dict, trunk: Trunk | None, heads: dict[str, PropertyHead], **meta) -> dict:
+def model_file(backbone: dict, trunk: Trunk | None, heads: dict[str, PropertyHead], *,
+               backbone_state: dict | None = None, energy_shift=None, **meta) -> dict:
+    """The content of a model file. ``backbone_state`` (a fine-tuned backbone's
+    weights) and ``energy_shift`` (its refitted per-element energies, eV) are
+    stored only when the backbone was trained; otherwise the backbone's weights
+    come from its own package."""
+    extra = {}
+    if backbone_state is not None:
+        extra["backbone_state"] = {k: v.detach().cpu() for k, v in backbone_state.items()}
+    if energy_shift is not None:
+        extra["energy_shift"] = torch.as_tensor(energy_shift, dtype=torch.float64).detach().cpu()
     return {
+        **extra,
         "format": FORMAT,
         "code_version": __version__,
         "backbone": dict(backbone),
@@ -86,27 +98,49 @@ def model_file(backbone: dict, trunk: Trunk | None, heads: dict[str, PropertyHea
     }
 
 
-def read_parts(path: str | Path) -> tuple[dict, Trunk | None, dict[str, PropertyHead], dict]:
-    """(backbone spec, trunk, heads, meta) of a model file."""
-    obj = safe_load(path, FORMAT)
+def _parts(obj: dict, path) -> tuple[dict, Trunk | None, dict[str, PropertyHead], dict]:
     try:
         trunk = None
         if obj["trunk"] is not None:
             trunk = Trunk(**obj["trunk"]["config"])
             trunk.load_state_dict(obj["trunk"]["state"])
         heads = {name: build_head(entry) for name, entry in obj["heads"].items()}
+        spec = dict(obj["backbone"])
+        spec["name"]
     except (KeyError, RuntimeError, TypeError) as exc:
-        raise CheckpointError(f"{path}: damaged model file ({exc})") from exc
-    return obj["backbone"], trunk, heads, obj.get("meta", {})
+        raise CheckpointError(f"{path}: damaged model file ({type(exc).__name__}: {exc})") from exc
+    return spec, trunk, heads, obj.get("meta", {})
 
 
-def load_model(path: str | Path):
-    """An :class:`~mpa_ase.model.MPAModel` from a model file (backbone from its plugin)."""
+def read_parts(path: str | Path) -> tuple[dict, Trunk | None, dict[str, PropertyHead], dict]:
+    """(backbone spec, trunk, heads, meta) of a model file."""
+    return _parts(safe_load(path, FORMAT), path)
+
+
+def model_from_file(obj: dict, path, backbone_name: str | None = None):
+    """An :class:`~mpa_ase.model.MPAModel` from a loaded model file: the backbone
+    from its plugin, with the file's own backbone weights when it carries them
+    (a fine-tuned backbone)."""
     from mpa_ase.backbones import load_backbone
     from mpa_ase.model import MPAModel
 
-    spec, trunk, heads, _ = read_parts(path)
+    spec, trunk, heads, _ = _parts(obj, path)
+    if backbone_name is not None and backbone_name != spec["name"]:
+        raise CheckpointError(
+            f"{path} is an mpa-ase model file built on the {spec['name']!r} backbone, not {backbone_name!r}; "
+            f"pass backbone=None (or backbone={spec['name']!r}) to load it"
+        )
     backbone = load_backbone(spec["name"], model=spec.get("model"))
+    state = obj.get("backbone_state")
+    shift = obj.get("energy_shift")
+    if state is not None:
+        try:
+            backbone.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{path}: its fine-tuned {spec['name']} weights do not fit the installed {spec['name']} model "
+                f"{spec.get('model')!r} ({str(exc).splitlines()[0]})"
+            ) from exc
     for name, head in heads.items():
         dim = head.config["dim"]
         if dim != backbone.embedding_dim:
@@ -114,7 +148,63 @@ def load_model(path: str | Path):
                 f"{path}: head {name!r} expects {dim}-wide embeddings, backbone {spec['name']} gives "
                 f"{backbone.embedding_dim}"
             )
-    return MPAModel(backbone, heads, trunk=trunk)
+    if shift is not None and (not isinstance(shift, torch.Tensor) or shift.numel() != 119):
+        raise CheckpointError(f"{path}: damaged model file (energy_shift is not a 119-long tensor)")
+    return MPAModel(backbone, heads, trunk=trunk, energy_shift=shift)
+
+
+def _try_read(path: Path):
+    """The loaded object of an existing file, or the exception that loading raised."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not readable as ours"
+        return exc
+
+
+def load_model(model="default", backbone: str | None = None):
+    """Decide, in one place, what ``model=`` means, and return an :class:`~mpa_ase.model.MPAModel`.
+
+    - an ``MPAModel``: itself;
+    - ``"default"``/None without ``backbone``: the shipped default model (an
+      error if its file is missing: never a silent fallback to a bare backbone);
+    - ``"default"``/None with ``backbone``: that plugin's own default weights, no heads;
+    - the path of an mpa-ase model file (read once; a file built on another
+      backbone than ``backbone`` is refused);
+    - anything else: a model name or file for the backbone plugin
+      (``backbone``, or the default backbone).
+    """
+    from mpa_ase.backbones import load_backbone
+    from mpa_ase.model import MPAModel
+
+    if isinstance(model, MPAModel):
+        return model
+    if model in (None, "default"):
+        if backbone is None:
+            if not DEFAULT_MODEL.exists():
+                raise CheckpointError(
+                    f"the shipped default model {DEFAULT_MODEL} is missing (a broken install?); reinstall "
+                    f"mpa-ase, or pass backbone='{DEFAULT_BACKBONE}' for the bare backbone without heads"
+                )
+            return model_from_file(safe_load(DEFAULT_MODEL, FORMAT), DEFAULT_MODEL)
+        return MPAModel(load_backbone(backbone, model=None))
+    if not isinstance(model, (str, Path)):
+        raise TypeError(f"model must be a name, a path or an MPAModel, got {type(model).__name__}")
+    path = Path(model)
+    if path.is_file():
+        obj = _try_read(path)
+        if isinstance(obj, dict) and str(obj.get("format", "")).startswith("mpa-ase"):
+            if obj["format"] != FORMAT:
+                raise CheckpointError(f"{path} is an mpa-ase file of format {obj['format']!r}, not a model "
+                                      f"file ({FORMAT!r})")
+            return model_from_file(obj, path, backbone)
+        if backbone is None and path.suffix == ".pt":
+            why = (f"{type(obj).__name__}: {str(obj).splitlines()[0][:200]}" if isinstance(obj, Exception)
+                   else "no mpa-ase format tag")
+            raise CheckpointError(f"{path} is corrupted or truncated, or not a readable mpa-ase model file ({why}); "
+                                  "if it is a backbone's own weights file, name the backbone (backbone=...)")
+    elif backbone is None and path.suffix == ".pt":
+        raise CheckpointError(f"model file {path} does not exist")
+    return MPAModel(load_backbone(backbone or DEFAULT_BACKBONE, model=str(model)))
 
 
 def is_model_file(path) -> bool:
@@ -122,8 +212,5 @@ def is_model_file(path) -> bool:
     p = Path(path)
     if not p.is_file():
         return False
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception:
-        return False
+    obj = _try_read(p)
     return isinstance(obj, dict) and obj.get("format") == FORMAT

@@ -56,12 +56,16 @@ def system_neighbors(
     backend: str = "auto",
     min_distance: float = MIN_DISTANCE,
     label: str = "structure",
-    verlet=None,
+    neighbors=None,
+    cached: bool = False,
 ) -> SystemNeighbors:
-    """Neighbour list of one system with the overlap check applied; ``verlet``
-    (a :class:`~mpa_ase.neighbors.verlet.VerletNeighbors`) reuses an earlier list."""
-    if verlet is not None:
-        i, j, s = verlet.get(positions, cell, pbc)
+    """Neighbour list of one system with the overlap check applied.
+
+    ``neighbors`` (a :class:`~mpa_ase.neighbors.verlet.VerletNeighbors`)
+    builds the list on its backend and device; with ``cached`` it reuses its
+    Verlet list of this system from an earlier call."""
+    if neighbors is not None:
+        i, j, s = neighbors.get(positions, cell, pbc) if cached else neighbors.build(positions, cell, pbc)
     else:
         i, j, s = neighbor_list(positions, cell, pbc, cutoff, backend=backend)
     if len(i):
@@ -119,33 +123,37 @@ class AtomsGraph:
         device: str | torch.device = "cpu",
         neighbor_backend: str = "auto",
         min_distance: float = MIN_DISTANCE,
-        verlet=None,
+        neighbors=None,
+        reuse_neighbors: bool = False,
     ) -> AtomsGraph:
         """Build from one structure or a sequence of them (ASE or pymatgen).
 
-        ``verlet`` (one :class:`~mpa_ase.neighbors.verlet.VerletNeighbors`)
-        reuses the neighbour list of a single structure across calls.
+        ``neighbors`` (a :class:`~mpa_ase.neighbors.verlet.VerletNeighbors`)
+        builds the lists in place of ``neighbor_backend``; with
+        ``reuse_neighbors`` it reuses its Verlet list of a single structure
+        across calls.
         """
         items = [structures] if not isinstance(structures, (list, tuple)) else list(structures)
         if not items:
             raise MPAInputError("no structures given")
         atoms_list = [to_ase(s) for s in items]
-        if verlet is not None and len(atoms_list) != 1:
+        if reuse_neighbors and (neighbors is None or len(atoms_list) != 1):
             raise ValueError("a Verlet neighbour cache serves one structure at a time")
-        neighbors = []
+        lists = []
         for k, atoms in enumerate(atoms_list):
             label = f"structure {k} ({atoms.get_chemical_formula()})" if len(items) > 1 else (
                 f"structure {atoms.get_chemical_formula()}" if len(atoms) else "structure"
             )
             validate_atoms(atoms, label)
             pos = np.asarray(atoms.positions, dtype=np.float64)
-            neighbors.append(
+            lists.append(
                 system_neighbors(
                     pos, as_cell(atoms.cell.array), as_pbc(atoms.pbc), cutoff,
-                    backend=neighbor_backend, min_distance=min_distance, label=label, verlet=verlet,
+                    backend=neighbor_backend, min_distance=min_distance, label=label, neighbors=neighbors,
+                    cached=reuse_neighbors,
                 )
             )
-        return cls.from_parts(atoms_list, neighbors, cutoff, dtype=dtype, device=device)
+        return cls.from_parts(atoms_list, lists, cutoff, dtype=dtype, device=device)
 
     @classmethod
     def from_parts(
@@ -161,6 +169,10 @@ class AtomsGraph:
         n_atoms = np.array([len(a) for a in atoms_list], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
         pos = np.concatenate([np.asarray(a.positions, dtype=np.float64) for a in atoms_list])
+        # Each system relative to its first atom, in float64 before any cast: a
+        # float32 model then sees the same numbers wherever the structure sits
+        # (energy, forces and stress are translation invariant).
+        pos = pos - np.repeat(pos[offsets], n_atoms, axis=0)
         numbers = np.concatenate([np.asarray(a.numbers, dtype=np.int64) for a in atoms_list])
         cell = np.stack([as_cell(a.cell.array) for a in atoms_list])
         pbc = np.stack([as_pbc(a.pbc) for a in atoms_list])

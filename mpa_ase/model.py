@@ -18,10 +18,15 @@ class MPAModel(nn.Module):
     and ``features`` (N, F), ``forces`` (N, 3) and ``stress`` (S, 3, 3, eV/Å³,
     ASE sign: positive is tensile; NaN for systems without a 3D cell), the
     backbone's extra per-atom properties, and one entry per head.
+
+    ``energy_shift`` (eV per atom, indexed by atomic number) is added to the
+    backbone's per-atom energies: the per-element reference refitted when a
+    backbone is fine-tuned on data from other DFT settings.
     """
 
     def __init__(
-        self, backbone: Backbone, heads: dict[str, nn.Module] | None = None, trunk: nn.Module | None = None
+        self, backbone: Backbone, heads: dict[str, nn.Module] | None = None, trunk: nn.Module | None = None,
+        energy_shift: Tensor | None = None,
     ):
         super().__init__()
         reserved = {"energy", "energies", "features", "forces", "stress", "free_energy", *backbone.extra_properties}
@@ -32,6 +37,11 @@ class MPAModel(nn.Module):
         self.heads = nn.ModuleDict(heads or {})
         # heads read trunk(features); the trunk is shared by all heads
         self.trunk = trunk
+        if energy_shift is not None:
+            energy_shift = torch.as_tensor(energy_shift, dtype=torch.float64).reshape(-1)
+            if energy_shift.numel() < 119:
+                energy_shift = torch.cat([energy_shift, energy_shift.new_zeros(119 - energy_shift.numel())])
+        self.register_buffer("energy_shift", energy_shift)
 
     @property
     def cutoff(self) -> float:
@@ -59,6 +69,8 @@ class MPAModel(nn.Module):
         g = graph.replace(positions=positions, cell=cell)
         with torch.set_grad_enabled(bool(inputs) or torch.is_grad_enabled()):
             out = dict(self.backbone(g))
+            if self.energy_shift is not None:
+                out["energies"] = out["energies"] + self.energy_shift[g.numbers].to(out["energies"].dtype)
             energies = out["energies"]
             energy = g.sum_per_system(energies)
             results = {"energy": energy, **out}

@@ -13,6 +13,8 @@ numpy in gives numpy out; torch in gives torch out on the same device.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from mpa_ase.errors import MPAInputError
@@ -48,12 +50,21 @@ def _triton_available() -> bool:
 
 
 def resolve_backend(backend: str, on_cuda: bool) -> str:
+    """The backend that runs for ``backend`` on data that is (not) on CUDA."""
     if backend == "auto":
         if on_cuda:
             return "triton" if _triton_available() else "torch"
         return "numba"
     if backend not in BACKENDS:
-        raise MPAInputError(f"unknown neighbour-list backend {backend!r}; choose from {BACKENDS}")
+        raise MPAInputError(f"unknown neighbour-list backend {backend!r}; choose from {('auto',) + BACKENDS}")
+    if backend == "triton":
+        if not _triton_available():
+            raise MPAInputError("neighbour-list backend 'triton' needs the triton package (pip install triton)")
+        if not on_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise MPAInputError(
+                "neighbour-list backend 'triton' runs on CUDA devices; on the CPU use 'numba' (or set "
+                "TRITON_INTERPRET=1 to run the kernel in Triton's interpreter)"
+            )
     return backend
 
 

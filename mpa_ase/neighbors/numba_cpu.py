@@ -96,6 +96,41 @@ def _scan_all(bounds, starts, caps, ps, ids, off, bins, bin_start, nb, reach, pb
 
 
 @numba.njit(cache=True)
+def _scan_serial(bounds, starts, caps, ps, ids, off, bins, bin_start, nb, reach, pbc, cell, op, cutoff2,
+                 out_i, out_j, out_s, written):
+    # One thread: no call into Numba's thread pool, which would start it (one
+    # thread per core, whatever the user asked for) and leave it spinning.
+    for c in range(len(caps)):
+        written[c] = _scan_chunk(bounds[c], bounds[c + 1], ps, ids, off, bins, bin_start, nb, reach, pbc,
+                                 cell, op, cutoff2, out_i, out_j, out_s, starts[c], caps[c])
+
+
+def thread_budget() -> int:
+    """Threads the user allows: the smallest of Numba's setting, torch's
+    (``torch.set_num_threads``, which follows ``OMP_NUM_THREADS``) and
+    ``OMP_NUM_THREADS`` itself; never more than any of them."""
+    import os
+    import sys
+
+    budget = numba.config.NUMBA_NUM_THREADS if not _pool_started() else numba.get_num_threads()
+    if "torch" in sys.modules:
+        budget = min(budget, sys.modules["torch"].get_num_threads())
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        budget = min(budget, int(omp))
+    return max(1, int(budget))
+
+
+def _pool_started() -> bool:
+    try:
+        from numba.np.ufunc import parallel as _parallel
+
+        return bool(getattr(_parallel, "_is_initialized", False))
+    except ImportError:  # pragma: no cover - numba internals moved
+        return True
+
+
+@numba.njit(cache=True)
 def _compact(starts, written, out_i, out_j, out_s):
     """Move each chunk's pairs left so that all pairs are contiguous (in place:
     chunks are visited in order and never move right)."""
@@ -145,7 +180,7 @@ def neighbor_list_numba(
     bin_volume = float(np.prod(np.maximum(thickness, 1e-3)))
     sphere = 4.0 / 3.0 * np.pi * cutoff**3
     expected = occupancy[flat[order]] * (sphere / bin_volume)
-    threads = numba.get_num_threads()
+    threads = thread_budget()
     n_chunks = 1 if threads == 1 else max(1, min(n, threads * _CHUNKS_PER_THREAD))
     bounds = np.linspace(0, n, n_chunks + 1).astype(np.int64)
     csum = np.concatenate([[0.0], np.cumsum(expected)])
@@ -161,8 +196,8 @@ def neighbor_list_numba(
     reach = grid.reach
     cutoff2 = float(cutoff) ** 2
     op = info.to_input if info.to_input is not None else np.eye(3, dtype=np.int64)
-    _scan_all(bounds, starts, caps, ps, ids, off, bins, bin_start, nb, reach, pbc, cell, op, cutoff2,
-              out_i, out_j, out_s, written)
+    _scan(threads, bounds, starts, caps, ps, ids, off, bins, bin_start, nb, reach, pbc, cell, op, cutoff2,
+          out_i, out_j, out_s, written)
 
     overflow = np.flatnonzero(written > caps)
     if len(overflow):  # rare: a chunk denser than estimated; rescan at the exact sizes
@@ -172,8 +207,20 @@ def neighbor_list_numba(
         new_i = np.empty(grown, dtype=np.int64)
         new_j = np.empty(grown, dtype=np.int64)
         new_s = np.empty((grown, 3), dtype=np.int64)
-        _scan_all(bounds, starts, caps, ps, ids, off, bins, bin_start, nb, reach, pbc, cell, op, cutoff2,
-                  new_i, new_j, new_s, written)
+        _scan(threads, bounds, starts, caps, ps, ids, off, bins, bin_start, nb, reach, pbc, cell, op, cutoff2,
+              new_i, new_j, new_s, written)
         out_i, out_j, out_s = new_i, new_j, new_s
     total = _compact(starts, written, out_i, out_j, out_s)
     return out_i[:total], out_j[:total], out_s[:total]
+
+
+def _scan(threads: int, *args) -> None:
+    if threads == 1:
+        _scan_serial(*args)
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(threads, previous))
+    try:
+        _scan_all(*args)
+    finally:
+        numba.set_num_threads(previous)
