@@ -242,7 +242,7 @@ def main() -> None:
     from mpa_ase.checkpoint import read_parts
     from mpa_ase.training.common import train_and_write
     from mpa_ase.training.embeddings import EmbeddingCache
-    from mpa_ase.validation.splits import split
+    from mpa_ase.validation import stored
 
     t_start = time.time()
     seeds = ([int(k) for k in args.seed_list.split(",")] if args.seed_list
@@ -284,12 +284,17 @@ def main() -> None:
     for kind in split_kinds:
         for seed in seeds:
             ablate = not args.quick and kind in ablation_splits and seed < args.ablation_seeds
-            protected, held = set(), {}
+            # each target split once, after the embedding filter, and stored: the guard and
+            # every post-training run below read these records
+            protected, held, records = set(), {}, {}
             for task, samples in targets.items():
                 sc = split_cfg(kind, seed, samples[0].formula is not None)
-                sets = split(samples, sc["kind"], sc["val"], sc["test"], sc["seed"])
-                protected |= sets[1] | sets[2]
+                records[task] = stored.check_held_out(
+                    stored.draw([s for s in samples if cache.has(s)], sc["kind"], sc["val"], sc["test"], sc["seed"]),
+                    task)
+                protected |= stored.held_out(records[task])
                 held[task] = sc
+            stored.write(work / f"{kind}_s{seed}", targets=records)
             mid_samples, removed = leakage_guard(aux, protected)
             mids = {}
 
@@ -346,7 +351,7 @@ def main() -> None:
                            "head": {"members": 3, "readout": how["readout"]},
                            "head_init": how["head_init"], "head_init_top": how.get("top", 1)}
                     out = train_and_write(cfg, "posttrain", spec, backbone, trunk, {task: samples}, progress=False,
-                                          cache=cache, source_heads=mid_heads)
+                                          cache=cache, source_heads=mid_heads, stored_splits={task: records[task]})
                     m = out["metrics"][task]
                     rec = {"property": task, "split": kind, "split_kind": sc["kind"], "seed": seed,
                            "method": method, "mae": m["test"]["mae"], "r2": m["test"]["r2"],

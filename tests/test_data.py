@@ -166,16 +166,20 @@ def test_crystal_loaders(shared_data):
     assert el["formula:Cu"].value == pytest.approx(140, abs=1)  # pymatgen: 140 GPa
 
 
-def test_leakage_guard_removes_targets_from_midtraining():
-    from mpa_ase.training.midtrain import midtrain_samples, protected_identities
+def test_leakage_guard_removes_targets_from_midtraining(tmp_path):
+    from mpa_ase.backbones import load_backbone
+    from mpa_ase.training.embeddings import EmbeddingCache
+    from mpa_ase.training.midtrain import midtrain_samples, protected_identities, target_splits
 
-    target = {"data": {"loader": "chemicals", "property": "flash_point", "sources": ["NFPA 497 (2008)"]},
+    target = {"data": {"loader": "chemicals", "property": "flash_point", "sources": ["NFPA 497 (2008)"],
+                       "n_conformers": 1},
               "task": "flash_point@NFPA 497 (2008)"}
     cfg = {"output": "unused", "target": target, "seed": 0,
            "data": [{"loader": "chemicals", "property": "flash_point"},
                     {"loader": "chemicals", "property": "boiling_point", "sources": ["CRC_ORG"]}]}
-    protected = protected_identities(cfg)
-    kept, guard = midtrain_samples(cfg)
+    records = target_splits(cfg, EmbeddingCache(load_backbone("chgnet"), tmp_path, progress=False))
+    protected = protected_identities(records)
+    kept, guard = midtrain_samples(cfg, records)
     assert protected and guard["removed_by_leakage_guard"] > 0
     assert not protected & {s.identity for s in kept}
     assert "flash_point@NFPA 497 (2008)" not in {s.task for s in kept}

@@ -22,7 +22,7 @@ from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TO
                                          cv_options, describe_candidate, init_from_head, inner_folds,
                                          select_by_cv)
 from mpa_ase.training.trainer import HeadSet, OptimConfig, TaskData, Trainer, calibrate, data_hash, predict
-from mpa_ase.validation.splits import apply_split, split
+from mpa_ase.validation import stored
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ PHASES = ("pretrain", "midtrain", "posttrain")
 KNOWN_KEYS = {
     "phase", "output", "backbone", "init", "data", "target", "split", "trunk", "head", "optim",
     "cache_dir", "trainable", "head_name", "exclude_target_task", "seed", "head_init", "head_init_top",
-    "head_init_cv",
+    "head_init_cv", "splits",
 }
 def read_config(path_or_dict) -> dict:
     if isinstance(path_or_dict, dict):
@@ -127,10 +127,23 @@ def split_cfg(cfg: dict) -> dict:
     return {"kind": "random", "val": 0.1, "test": 0.2, "seed": int(cfg.get("seed", 0)), **(cfg.get("split") or {})}
 
 
-def split_task(samples, cfg: dict):
+def draw_split(samples, cfg: dict) -> dict:
+    """The split record (see :mod:`mpa_ase.validation.stored`) of one task's
+    samples, drawn with the config's split settings; call it after every filter."""
     sc = split_cfg(cfg)
-    extra = {"threshold": sc["threshold"]} if "threshold" in sc else {}
-    return apply_split(samples, split(samples, sc["kind"], sc["val"], sc["test"], sc["seed"], **extra))
+    return stored.draw(samples, sc["kind"], sc["val"], sc["test"], sc["seed"], sc.get("threshold"))
+
+
+def split_task(samples, cfg: dict):
+    return stored.apply(samples, draw_split(samples, cfg))
+
+
+def usable(samples, cache: EmbeddingCache) -> list:
+    """The samples that survive every filter before a split (today: the embedding
+    step, which drops structures the backbone cannot take, e.g. molecules RDKit
+    cannot embed)."""
+    cache.fill(samples)
+    return [s for s in samples if cache.has(s)]
 
 
 def started_head(name, meta, dim, head_cfg, trained_on, source_heads, head_init, top, train, trunk, cache, seed):
@@ -215,8 +228,14 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
                     *, members: int | None = None, progress: bool = True, split_all: bool = True,
                     extra_meta: dict | None = None, stop_after: int | None = None, resume: bool = True,
                     cache: EmbeddingCache | None = None, finish: bool = False,
-                    source_heads: dict[str, PropertyHead] | None = None) -> dict:
-    """Train trunk + one head per task, evaluate, write model.pt, metrics.json and plots.
+                    source_heads: dict[str, PropertyHead] | None = None,
+                    stored_splits: dict[str, dict] | None = None) -> dict:
+    """Train trunk + one head per task, evaluate, write model.pt, metrics.json,
+    splits.json and plots.
+
+    Each task is split after filtering, or by its record in ``stored_splits``
+    (task -> record of :mod:`mpa_ase.validation.stored`), and the splits used
+    are written to ``splits.json`` (section ``tasks``).
 
     ``source_heads`` are trained heads (mid-training's) that a new head may
     start from, chosen by ``cfg["head_init"]`` (see ``choose_sources``; ``cv``:
@@ -235,16 +254,24 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
     if members is not None:
         head_cfg.setdefault("members", members)
     torch.manual_seed(seed + 1)
-    heads, task_data, head_inits, cv_reports = {}, {}, {}, {}
+    heads, task_data, head_inits, cv_reports, records = {}, {}, {}, {}, {}
     trunk_lr_factor = None
+    stored_splits = stored_splits or {}
     for task, samples in sorted(tasks.items()):
         samples = [s for s in samples if cache.has(s)]
-        if len(samples) < 5:
+        if len(samples) < 5 and task not in stored_splits:
             log.warning("task %s has %d usable samples; skipped", task, len(samples))
             continue
         meta = task_meta(samples)
         name = cfg.get("head_name") if phase == "posttrain" and cfg.get("head_name") else head_key(task)
-        train, val, test = split_task(samples, cfg) if split_all else (samples, [], [])
+        if task in stored_splits:
+            records[task] = stored_splits[task]
+            train, val, test = stored.apply(samples, records[task], task)
+        elif split_all:
+            records[task] = draw_split(samples, cfg)
+            train, val, test = stored.apply(samples, records[task], task)
+        else:
+            train, val, test = samples, [], []
         head_init = cfg.get("head_init", DEFAULT_HEAD_INIT)
         top = cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
         if source_heads and head_init == "cv":
@@ -262,6 +289,7 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
         if described is not None:
             head_inits[task] = described
         task_data[task] = TaskData(name, train, val, test)
+    stored.write(out, tasks=records)
     optim = post_optim(cfg, trunk_lr_factor)
     headset = HeadSet(trunk, heads)
     trainer = Trainer(headset, task_data, cache, optim, out, progress=progress,

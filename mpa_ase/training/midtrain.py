@@ -10,7 +10,10 @@ themselves are left out unless ``exclude_target_task: false``.
 from __future__ import annotations
 
 from mpa_ase.data import group_tasks, leakage_guard, load_source
-from mpa_ase.training.common import backbone_and_trunk, load_samples, read_config, split_task, train_and_write
+from mpa_ase.training.common import (backbone_and_trunk, draw_split, load_samples, read_config, train_and_write,
+                                     usable)
+from mpa_ase.training.embeddings import EmbeddingCache
+from mpa_ase.validation import stored
 
 
 def targets(cfg: dict) -> list[dict]:
@@ -18,25 +21,36 @@ def targets(cfg: dict) -> list[dict]:
     return [] if not target else (list(target) if isinstance(target, list) else [target])
 
 
-def protected_identities(cfg: dict) -> set[str]:
-    """Identities of the validation and test compounds of every target."""
-    protected: set[str] = set()
+def target_splits(cfg: dict, cache: EmbeddingCache) -> dict[str, dict]:
+    """The held-out split of every target, drawn once after every filter
+    (task -> record of :mod:`mpa_ase.validation.stored`)."""
+    records = {}
     for target in targets(cfg):
         samples = [s for s in load_source(target["data"]) if s.task == target["task"]]
         if not samples:
             raise ValueError(f"target task {target['task']!r} has no samples in {target['data']}")
-        _, val, test = split_task(samples, cfg)
-        protected |= {s.identity for s in val + test}
+        kept = usable(samples, cache)
+        if not kept:
+            raise ValueError(f"target task {target['task']!r}: none of its {len(samples)} samples can be embedded")
+        records[target["task"]] = stored.check_held_out(draw_split(kept, cfg), target["task"])
+    return records
+
+
+def protected_identities(records: dict[str, dict]) -> set[str]:
+    """Identities of the validation and test compounds of every target."""
+    protected: set[str] = set()
+    for record in records.values():
+        protected |= stored.held_out(record)
     return protected
 
 
-def midtrain_samples(cfg: dict) -> tuple[list, dict]:
+def midtrain_samples(cfg: dict, records: dict[str, dict]) -> tuple[list, dict]:
     samples = load_samples(cfg)
-    protected = protected_identities(cfg)
+    protected = protected_identities(records)
     kept, removed = leakage_guard(samples, protected)
     dropped_task = 0
     if cfg.get("exclude_target_task", True):
-        tasks = {t["task"] for t in targets(cfg)}
+        tasks = set(records)
         dropped_task = sum(1 for s in kept if s.task in tasks)
         kept = [s for s in kept if s.task not in tasks]
     return kept, {"protected_identities": len(protected), "removed_by_leakage_guard": removed,
@@ -46,11 +60,16 @@ def midtrain_samples(cfg: dict) -> tuple[list, dict]:
 def midtrain(config, *, progress: bool = True, stop_after: int | None = None, finish: bool = False) -> dict:
     cfg = read_config(config)
     spec, backbone, trunk, _ = backbone_and_trunk(cfg)
-    samples, guard = midtrain_samples(cfg)
+    cache = EmbeddingCache(backbone, cfg.get("cache_dir"), progress=progress)
+    records = target_splits(cfg, cache)
+    # stored before training: post-training and evaluation read these, never a second split
+    stored.write(cfg["output"], targets=records)
+    samples, guard = midtrain_samples(cfg, records)
     if not samples:
         raise ValueError("mid-training has no data left after the leakage guard")
     summary = train_and_write(cfg, "midtrain", spec, backbone, trunk, group_tasks(samples), progress=progress,
                               extra_meta={"leakage_guard": guard}, stop_after=stop_after,
-                              finish=finish)
+                              finish=finish, cache=cache)
     summary["leakage_guard"] = guard
+    summary["splits"] = str(stored.write(cfg["output"]))
     return summary
