@@ -106,6 +106,13 @@ def cmd_train(args) -> int:
     from mpa_ase.training import run_phase
 
     summary = run_phase(args.phase, args.config, progress=not args.quiet, restart=args.restart, finish=args.finish)
+    if args.phase == "finetune":
+        m = summary.get("metrics", {})
+        for when in ("val_before", "val_after"):
+            if m.get(when):
+                print(f"{when}: " + ", ".join(f"{k} {v:.4g}" for k, v in m[when].items() if k != "n"))
+        print(json.dumps({"model": summary.get("model"), "output": summary.get("output")}))
+        return 0
     for task, m in summary.get("metrics", {}).items():
         test = m.get("test") or m.get("val") or m.get("train")
         print(f"{task}: MAE {test['mae']:.4g} {m['unit']} (R² {test['r2']:.3f}, n_train {m['n_train']}, "
@@ -279,7 +286,7 @@ def cmd_validate(args) -> int:
             print("give --predictions FILE, or --model, --data and --task", file=sys.stderr)
             return 2
         result = validate(args.model, json.loads(args.data), args.task, head=args.head, split_kind=args.split,
-                          seed=args.seed, threshold=args.threshold, progress=not args.quiet)
+                          seed=args.seed, threshold=args.threshold, splits=args.splits, progress=not args.quiet)
         result.pop("predictions")
     print(_table([{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in result.items()}], list(result)))
     return 0
@@ -415,12 +422,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help="redundancy split: no test compound this similar (or more) to a training one")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--splits", help="the training run's splits.json (default: the one beside --model); "
+                                    "--split/--seed apply only when no stored split is found")
     p.add_argument("--predictions", help="or: a CSV with columns y, pred, split[, std]")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("train", help="run one phase of the MPA recipe from a YAML config")
-    p.add_argument("phase", choices=["pretrain", "midtrain", "posttrain"])
+    p = sub.add_parser("train", help="run one phase of the MPA recipe, or fine-tune a backbone, from a YAML config")
+    p.add_argument("phase", choices=["pretrain", "midtrain", "posttrain", "finetune"],
+                   help="finetune: train the potential itself on DFT energies/forces/stress")
     p.add_argument("--config", required=True, help="YAML file (see examples/training/)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in the output folder")
     p.add_argument("--finish", action="store_true",

@@ -53,6 +53,11 @@ class Backbone(nn.Module):
                 f"{', '.join(element_symbols(unknown))}"
             )
 
+    def blocks(self) -> list[nn.Module]:
+        """The backbone's parts from input to output, for ``trainable: last N``
+        fine-tuning; plugins override this (the default is one block, the whole)."""
+        return [self]
+
     def describe(self) -> dict:
         """Short metadata shown by ``mpa list-backbones`` and stored in checkpoints."""
         return {

@@ -1,4 +1,5 @@
-"""The MPA training recipe: pretrain -> midtrain (per-source heads) -> posttrain (one target)."""
+"""The MPA training recipe: pretrain -> midtrain (per-source heads) -> posttrain (one target);
+and ``finetune``: training the backbone (the potential) on DFT data."""
 
 from __future__ import annotations
 
@@ -12,18 +13,19 @@ def run_phase(phase: str, config, *, progress: bool = True, stop_after: int | No
     from pathlib import Path
 
     from mpa_ase.training.common import PHASES, read_config
+    from mpa_ase.training.finetune import finetune, read_finetune_config
     from mpa_ase.training.midtrain import midtrain
     from mpa_ase.training.posttrain import posttrain
     from mpa_ase.training.pretrain import pretrain
 
-    if phase not in PHASES:
-        raise ValueError(f"unknown phase {phase!r}; choose from {PHASES}")
-    cfg = read_config(config)
+    if phase not in PHASES + ("finetune",):
+        raise ValueError(f"unknown phase {phase!r}; choose from {PHASES + ('finetune',)}")
+    cfg = read_finetune_config(config) if phase == "finetune" else read_config(config)
     if cfg.get("phase", phase) != phase:
         raise ValueError(f"config is for phase {cfg['phase']!r}, not {phase!r}")
     if restart:
         ckpt = Path(cfg["output"]) / "checkpoint.pt"
         if ckpt.exists():
             ckpt.unlink()
-    fn = {"pretrain": pretrain, "midtrain": midtrain, "posttrain": posttrain}[phase]
+    fn = {"pretrain": pretrain, "midtrain": midtrain, "posttrain": posttrain, "finetune": finetune}[phase]
     return fn(cfg, progress=progress, stop_after=stop_after, finish=finish)

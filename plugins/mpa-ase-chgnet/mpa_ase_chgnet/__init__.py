@@ -47,6 +47,20 @@ class CHGNetBackbone(Backbone):
     def describe(self) -> dict:
         return {**super().describe(), "model": self.label, "version": self.model.version}
 
+    def blocks(self) -> list[torch.nn.Module]:
+        """Embeddings, then one block per message-passing layer (atom, bond and
+        angle updates of that layer), then the last atom layer with the readout."""
+        m = self.model
+        first = [m.atom_embedding, m.bond_embedding, m.bond_weights_ag, m.bond_weights_bg, m.angle_embedding,
+                 m.bond_basis_expansion, m.angle_basis_expansion]
+        out = [torch.nn.ModuleList([x for x in first if x is not None])]
+        layers = zip(m.atom_conv_layers[:-1], m.bond_conv_layers, m.angle_layers)
+        for idx, parts in enumerate(layers):
+            extra = [m.site_wise] if idx == m.n_conv - 2 else []
+            out.append(torch.nn.ModuleList([x for x in parts if x is not None] + extra))
+        out.append(torch.nn.ModuleList([x for x in (m.atom_conv_layers[-1], m.readout_norm, m.mlp) if x is not None]))
+        return out
+
     def forward(self, graph: AtomsGraph) -> dict[str, Tensor]:
         m = self.model
         n_atoms = graph.num_atoms
