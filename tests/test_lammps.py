@@ -91,3 +91,50 @@ def test_more_than_one_rank_is_refused(monkeypatch, chgnet_calc):
     with pytest.raises(RuntimeError, match="one MPI rank"):
         LammpsSystem(bulk("Si"), chgnet_calc, lmp=lmp)
     lmp.close()
+
+
+def test_model_failure_stops_lammps_at_that_step(chgnet_calc):
+    """The calculator fails on its 3rd call: LAMMPS runs no 4th step and the model's error is raised."""
+    from mpa_ase.errors import OverlappingAtomsError
+
+    class Failing:
+        def __init__(self, calc):
+            self.calc, self.n = calc, 0
+
+        def get(self, atoms):
+            self.n += 1
+            if self.n == 3:
+                raise OverlappingAtomsError("atoms 0 and 1 are 0.05 Å apart (simulated failure)")
+            atoms = atoms.copy()
+            atoms.calc = self.calc
+            return atoms
+
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class Wrapped(Calculator):
+        implemented_properties = ["energy", "forces", "stress"]
+
+        def __init__(self, failing):
+            super().__init__()
+            self.failing = failing
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            a = self.failing.get(self.atoms)
+            self.results = {"energy": a.get_potential_energy(), "forces": a.get_forces(),
+                            "stress": a.get_stress()}
+
+    failing = Failing(chgnet_calc)
+    atoms = bulk("Si", "diamond", 5.43, cubic=True)
+    system = LammpsSystem(atoms, Wrapped(failing))
+    with pytest.raises(OverlappingAtomsError, match="simulated failure"):
+        system.commands("""
+velocity all create 300 1 dist gaussian
+fix nve all nve
+timestep 0.001
+run 20
+""")
+    assert failing.n == 3 and system.calls == 3
+    assert system.failed_step == 2  # steps 0 (setup), 1, 2: stopped at the failing one
+    with pytest.raises(RuntimeError, match="earlier run stopped"):
+        system.commands("run 1")

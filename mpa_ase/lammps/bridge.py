@@ -96,8 +96,11 @@ neighbor 0.0 bin
 neigh_modify delay 0 every 1 check yes
 fix mpa all external pf/callback 1 1
 fix_modify mpa energy yes virial yes
+variable mpa_failed internal 0
+fix mpa_halt all halt 1 v_mpa_failed > 0.5 error soft message no
 thermo_style custom step temp pe ke etotal press pxx pyy pzz pxy pxz pyz vol
 """)
+        self.error: BaseException | None = None
         self.lmp.set_fix_external_callback("mpa", self._callback, None)
 
     def _set_velocities(self, atoms: Atoms) -> None:
@@ -123,8 +126,21 @@ thermo_style custom step temp pe ke etotal press pxx pyy pzz pxy pxz pyz vol
         symbols = [self.species[t - 1] for t in np.asarray(types)[order]]
         return Atoms(symbols=symbols, positions=np.asarray(x)[:n][order] - origin, cell=cell, pbc=self.pbc)
 
-    def _callback(self, _caller, _step, nlocal, tag, x, f):
+    def _callback(self, _caller, step, nlocal, tag, x, f):
+        # LAMMPS prints an exception raised in a callback and integrates on with stale
+        # forces: keep the error, zero the forces and let fix halt end the run at this step.
         self.calls += 1
+        if self.error is not None:
+            return
+        try:
+            self._evaluate(nlocal, tag, x, f)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by commands() once LAMMPS has stopped
+            self.error = exc
+            self.failed_step = int(step)
+            f[:nlocal] = 0.0
+            self.lmp.set_internal_variable("mpa_failed", 1.0)
+
+    def _evaluate(self, nlocal, tag, x, f):
         atoms = self.current_atoms(np.asarray(x)[:nlocal], np.asarray(tag)[:nlocal])
         atoms.calc = self.calc
         energy = atoms.get_potential_energy()
@@ -145,8 +161,19 @@ thermo_style custom step temp pe ke etotal press pxx pyy pzz pxy pxz pyz vol
         return int(self.lmp.extract_global("nlocal"))
 
     def commands(self, deck: str) -> None:
-        """Run LAMMPS input lines (several lines at once)."""
+        """Run LAMMPS input lines (several lines at once).
+
+        If the calculator fails inside a run, LAMMPS stops at that step and
+        the calculator's own exception is raised here (with the step in a note).
+        """
+        if self.error is not None:
+            raise RuntimeError("an earlier run stopped on a calculator error; make a new LammpsSystem") from self.error
         self.lmp.commands_string(deck)
+        if self.error is not None:
+            err = self.error
+            if hasattr(err, "add_note"):
+                err.add_note(f"LAMMPS stopped at step {self.failed_step}: the calculator failed there")
+            raise err
 
     def forces(self) -> np.ndarray:
         """Forces on the atoms in ID order, rotated back to the original ASE frame (eV/Å)."""
