@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ase import units
@@ -144,6 +146,87 @@ def test_screen_streams_and_resumes(chgnet_calc, tmp_path):
     assert all(float(r["relaxed_energy_eV"]) <= float(r["energy_eV"]) + 1e-6 for r in rows)
     with pytest.raises(FileNotFoundError, match="not found"):
         screen([str(tmp_path / "absent.cif")], chgnet_calc, tmp_path / "x.csv", progress=False)
+
+
+def test_screen_reports_bad_files_keeps_good_results_and_resumes_after_a_kill(chgnet_calc, tmp_path):
+    import csv
+
+    from ase import Atoms
+    from ase.io import write
+
+    from mpa_ase.workflows import screen
+    from mpa_ase.workflows.screen import errors_path
+
+    good = {"si": bulk("Si", "diamond", 5.43), "cu": bulk("Cu", "fcc", 3.61), "nacl": bulk("NaCl", "rocksalt", 5.64),
+            "mgo": bulk("MgO", "rocksalt", 4.21), "al": bulk("Al", "fcc", 4.05)}
+    files = []
+    for name, atoms in good.items():
+        write(tmp_path / f"{name}.cif", atoms)
+        files.append(str(tmp_path / f"{name}.cif"))
+    (tmp_path / "garbage.cif").write_text("data_x\n_this is not a cif\n loop_ ]]\n")
+    write(tmp_path / "overlap.xyz", Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.01]]))
+    write(tmp_path / "xx.extxyz", Atoms("Og", positions=[[0, 0, 0]], cell=[5, 5, 5], pbc=True))
+    (tmp_path / "feco.cif").write_text(FECO_CIF)
+    bad = [str(tmp_path / n) for n in ("garbage.cif", "overlap.xyz", "xx.extxyz", "feco.cif")]
+    sources = files[:2] + bad[:2] + files[2:] + bad[2:]
+    out = tmp_path / "screen.csv"
+
+    class Killed(Exception):
+        pass
+
+    class DiesAfter:
+        """The calculator of a screen that is killed after its 2nd batch."""
+
+        def __init__(self, calc, n):
+            self.calc, self.n, self.heads = calc, n, {}
+
+        def calculate_batch(self, structures, **kw):
+            self.n -= 1
+            if self.n < 0:
+                raise Killed
+            return self.calc.calculate_batch(structures, **kw)
+
+    with pytest.raises(Killed):
+        screen(sources, DiesAfter(chgnet_calc, 2), out, batch_size=2, progress=False)
+    with open(out, "a") as f:
+        f.write("half-written,row")  # the kill came mid-write
+    screen(sources, chgnet_calc, out, batch_size=2, progress=False)
+    rows = list(csv.DictReader(open(out)))
+    ids = [r["id"] for r in rows]
+    assert sorted(ids) == sorted(f"{f}@0" for f in files) and len(set(ids)) == len(ids)
+    errors = {r["id"].split("@")[0]: r["reason"] for r in csv.DictReader(open(errors_path(out)))}
+    assert set(errors) == set(bad)
+    assert "cannot be read" in errors[bad[0]]
+    assert "apart" in errors[bad[1]]
+    assert "does not support element" in errors[bad[2]]
+    assert "partially occupied" in errors[bad[3]] and "Co0.5Fe0.5" in errors[bad[3]]
+    for row in rows:
+        name = Path(row["id"].split("@")[0]).stem
+        atoms = good[name].copy()
+        atoms.calc = chgnet_calc
+        assert float(row["energy_eV"]) == pytest.approx(atoms.get_potential_energy(), abs=1e-4)
+
+
+FECO_CIF = """data_FeCoO
+_cell_length_a 4.26
+_cell_length_b 4.26
+_cell_length_c 4.26
+_cell_angle_alpha 90
+_cell_angle_beta 90
+_cell_angle_gamma 90
+_symmetry_space_group_name_H-M 'F m -3 m'
+_symmetry_Int_Tables_number 225
+loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+_atom_site_occupancy
+Fe1 Fe 0 0 0 0.5
+Co1 Co 0 0 0 0.5
+O1 O 0.5 0.5 0.5 1.0
+"""
 
 
 def test_cli_workflow_commands(tmp_path, capsys):

@@ -360,7 +360,9 @@ class FinetuneTrainer:
             t0 = time.perf_counter()
             losses = []
             plan = self.epoch_plan(epoch)
-            for idx in plan:
+            inner = tqdm(plan, desc=f"epoch {epoch}", unit="batch", leave=False,
+                         disable=not self.progress or self.rank != 0)
+            for idx in inner:
                 loss = self._loss(idx)
                 self.optimizer.zero_grad()
                 loss.backward()
@@ -474,7 +476,6 @@ def finetune(config, *, progress: bool = True, stop_after: int | None = None, fi
         raise ValueError("finetune: the data specs gave no structures")
     sp = {"val": 0.1, "seed": seed, **(cfg.get("split") or {})}
     train, val = group_split(structures, float(sp["val"]), int(sp["seed"]))
-    _check_labels(train, loss)
     replay = []
     if cfg.get("replay"):
         for spec_d in cfg["replay"].get("data", []):
@@ -498,6 +499,7 @@ def finetune(config, *, progress: bool = True, stop_after: int | None = None, fi
             s.energy += float(shift[torch.as_tensor(s.atoms.numbers)].sum())
     elif model.energy_shift is None:
         model.energy_shift = torch.zeros(119, dtype=dtype, device=device)
+    _check_labels(train + replay_labelled, loss)
     params = set_trainable(model.backbone, cfg.get("trainable", "full"))
     weight = float((cfg.get("replay") or {}).get("weight", 1.0))
     trainer = FinetuneTrainer(model, train + replay_labelled, [1.0] * len(train) + [weight] * len(replay_labelled),

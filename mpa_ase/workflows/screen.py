@@ -11,29 +11,84 @@ import numpy as np
 from tqdm.auto import tqdm
 
 
-def iter_structures(sources: Sequence[str]) -> Iterator[tuple[str, object]]:
-    """(id, Atoms) from structure files of any ASE format and ASE databases (.db), lazily."""
+class UnreadableStructure(ValueError):
+    """A source (or one structure in it) that cannot be screened, with the reason."""
+
+
+def disorder_reason(atoms) -> str | None:
+    """Why ``atoms`` is not one ordered structure (partial occupancies read from a CIF), or None."""
+    occupancy = atoms.info.get("occupancy") or {}
+    partial = sorted({"".join(f"{el}{x:g}" for el, x in sorted(site.items()))
+                      for site in occupancy.values() if any(x < 1 - 1e-6 for x in site.values())})
+    if partial:
+        return (f"partially occupied sites ({', '.join(partial[:3])}): a disordered structure has no single "
+                "energy; order it first (e.g. pymatgen's OrderDisorderedStructureTransformation)")
+    return None
+
+
+def iter_structures(sources: Sequence[str], errors: bool = False) -> Iterator[tuple[str, object]]:
+    """(id, Atoms) from structure files of any ASE format and ASE databases (.db), lazily.
+
+    With ``errors``, a source that cannot be read, or a disordered structure,
+    yields (id, :class:`UnreadableStructure`) instead of stopping the iteration.
+    """
     from ase.io import iread
 
     for src in sources:
         path = Path(src)
         if not path.exists():
+            if errors:
+                yield f"{src}", UnreadableStructure("file not found")
+                continue
             raise FileNotFoundError(f"structure source {src} not found")
-        if path.suffix == ".db":
-            from ase.db import connect
+        k = -1
+        try:
+            if path.suffix == ".db":
+                from ase.db import connect
 
-            for row in connect(str(path)).select():
-                yield f"{src}@id={row.id}", row.toatoms()
-        else:
-            for k, atoms in enumerate(iread(str(path), index=":")):
-                yield f"{src}@{k}", atoms
+                for k, row in enumerate(connect(str(path)).select()):
+                    yield f"{src}@id={row.id}", row.toatoms()
+            else:
+                for k, atoms in enumerate(iread(str(path), index=":")):
+                    why = disorder_reason(atoms)
+                    if why and errors:
+                        yield f"{src}@{k}", UnreadableStructure(why)
+                    elif why:
+                        raise UnreadableStructure(f"{src}@{k}: {why}")
+                    else:
+                        yield f"{src}@{k}", atoms
+                if k < 0:
+                    raise ValueError("no structure found in the file")
+        except UnreadableStructure:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any reader failure is this file's problem, reported
+            if not errors:
+                raise UnreadableStructure(f"{src}: cannot be read ({type(exc).__name__}: {exc})") from exc
+            yield f"{src}@{k + 1}", UnreadableStructure(
+                f"cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})")
+
+
+def _repair_tail(path: Path) -> None:
+    """Drop a last line cut short by a kill (no trailing newline), so a resume appends cleanly."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
 def _done_ids(out: Path) -> set[str]:
     if not out.exists():
         return set()
+    _repair_tail(out)
     with open(out, newline="") as f:
         return {row["id"] for row in csv.DictReader(f)}
+
+
+def errors_path(out: str | Path) -> Path:
+    """The errors table written beside a screen's results: ``<out stem>.errors.csv``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".errors.csv")
 
 
 def screen(sources: Sequence[str], calc, out: str | Path, *, relax: bool = False, fmax: float = 0.05,
@@ -42,16 +97,26 @@ def screen(sources: Sequence[str], calc, out: str | Path, *, relax: bool = False
 
     Structures are read lazily and evaluated ``batch_size`` at a time, so memory
     stays bounded; each batch is appended to the CSV and flushed, so an
-    interrupted screen resumes where it stopped (ids already in ``out`` are
-    skipped). ``out`` ending in ``.parquet`` writes a CSV beside it while
-    running and converts at the end (needs pandas + pyarrow).
+    interrupted screen resumes where it stopped (ids already in ``out`` or in
+    the errors table are skipped). A structure that cannot be evaluated (an
+    unreadable file, a disordered structure, atoms too close, an element the
+    model lacks, ...) goes to the errors table :func:`errors_path` with its
+    reason, and the screen goes on. ``out`` ending in ``.parquet`` writes a
+    CSV beside it while running and converts at the end (needs pandas +
+    pyarrow).
     """
+    missing = [str(src) for src in sources if not Path(src).exists()]
+    if missing:  # a mistyped path is the caller's error, not a bad structure to report and skip
+        raise FileNotFoundError(f"structure source(s) not found: {', '.join(missing[:5])}")
     out = Path(out)
     parquet = out.suffix == ".parquet"
     csv_path = out.with_suffix(".csv") if parquet else out
-    done = _done_ids(csv_path) if resume else set()
-    if not resume and csv_path.exists():
-        csv_path.unlink()
+    err_path = errors_path(out)
+    done = (_done_ids(csv_path) | _done_ids(err_path)) if resume else set()
+    if not resume:
+        for path in (csv_path, err_path):
+            if path.exists():
+                path.unlink()
     heads = getattr(calc, "heads", {})
     columns = ["id", "formula", "n_atoms", "energy_eV", "energy_per_atom_eV"]
     if relax:
@@ -59,23 +124,38 @@ def screen(sources: Sequence[str], calc, out: str | Path, *, relax: bool = False
     for name, info in heads.items():
         columns += [f"{name}_{info['unit']}", f"{name}_std_{info['unit']}"]
     new_file = not csv_path.exists()
+    new_errors = not err_path.exists()
     bar = tqdm(desc="screening", unit="structure", disable=not progress)
-    with open(csv_path, "a", newline="") as f:
+    with open(csv_path, "a", newline="") as f, open(err_path, "a", newline="") as ferr:
         writer = csv.DictWriter(f, fieldnames=columns)
+        err_writer = csv.DictWriter(ferr, fieldnames=["id", "reason"])
         if new_file:
             writer.writeheader()
+        if new_errors:
+            err_writer.writeheader()
         batch: list[tuple[str, object]] = []
 
+        def report(sid: str, reason: str) -> None:
+            err_writer.writerow({"id": sid, "reason": reason})
+            ferr.flush()
+            os.fsync(ferr.fileno())
+            bar.update(1)
+
         def flush():
-            rows = _evaluate(batch, calc, relax, fmax, relax_steps, heads)
+            rows, failed = _evaluate_robust(batch, calc, relax, fmax, relax_steps, heads)
             writer.writerows(rows)
             f.flush()
             os.fsync(f.fileno())
-            bar.update(len(batch))
+            for sid, reason in failed:
+                report(sid, reason)
+            bar.update(len(rows))
             batch.clear()
 
-        for sid, atoms in iter_structures(sources):
+        for sid, atoms in iter_structures(sources, errors=True):
             if sid in done:
+                continue
+            if isinstance(atoms, Exception):
+                report(sid, str(atoms))
                 continue
             batch.append((sid, atoms))
             if len(batch) >= batch_size:
@@ -88,6 +168,23 @@ def screen(sources: Sequence[str], calc, out: str | Path, *, relax: bool = False
 
         pd.read_csv(csv_path).to_parquet(out)
     return out
+
+
+def _evaluate_robust(batch, calc, relax, fmax, relax_steps, heads) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Rows of the batch; if the batch fails, each structure alone, failures named."""
+    from mpa_ase.errors import MPAInputError
+
+    try:
+        return _evaluate(batch, calc, relax, fmax, relax_steps, heads), []
+    except (MPAInputError, ValueError, RuntimeError):
+        pass
+    rows, failed = [], []
+    for item in batch:
+        try:
+            rows.extend(_evaluate([item], calc, relax, fmax, relax_steps, heads))
+        except (MPAInputError, ValueError, RuntimeError) as exc:
+            failed.append((item[0], f"{type(exc).__name__}: {exc}"))
+    return rows, failed
 
 
 def _evaluate(batch, calc, relax, fmax, relax_steps, heads) -> list[dict]:
