@@ -234,9 +234,13 @@ def test_example_configs_are_valid():
     from conftest import REPO
     from mpa_ase.training.common import read_config
 
+    from mpa_ase.training.finetune import read_finetune_config
+
     for name in ("pretrain", "midtrain", "posttrain"):
         cfg = read_config(REPO / "examples" / "training" / f"{name}.yaml")
         assert cfg["output"].startswith("runs/")
+    cfg = read_finetune_config(REPO / "examples" / "training" / "finetune.yaml")
+    assert cfg["output"].startswith("runs/") and cfg["trainable"] == "full"
 
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(runs, tmp_path):
