@@ -257,3 +257,72 @@ def test_cli_workflow_commands(tmp_path, capsys):
     assert "drift" in capsys.readouterr().out and (tmp_path / "md.png").exists()
     assert main(["screen", str(si), str(cu), "--out", str(tmp_path / "s.csv"), "--quiet", *common]) == 0
     assert len((tmp_path / "s.csv").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_relax_many_equals_relax_one_by_one(chgnet_calc64):
+    """In-flight batches (at most 20 atoms per model call, so structures leave and
+    enter) give the same trajectories as relax(): same steps, same energies."""
+    from ase.build import molecule
+
+    from mpa_ase.workflows import relax, relax_many
+
+    structs = []
+    for k, at in enumerate([bulk("Si", "diamond", 5.5), bulk("Cu", "fcc", 3.5), bulk("NaCl", "rocksalt", 5.5),
+                            bulk("Al", "fcc", 4.1) * (2, 1, 1), bulk("MgO", "rocksalt", 4.3) * (2, 1, 1)]):
+        at = at.copy()
+        at.rattle(0.05, seed=k)
+        structs.append(at)
+    water = molecule("H2O")
+    water.rattle(0.05, seed=9)
+    structs.insert(2, water)  # a molecule among crystals: positions only
+    one = [relax(a, chgnet_calc64, fmax=0.02, steps=150) for a in structs]
+    many = relax_many(structs, chgnet_calc64, fmax=0.02, steps=150, max_atoms=20)
+    assert [r.steps for r in many] == [r.steps for r in one]
+    for a, b in zip(one, many):
+        assert a.converged and b.converged
+        assert b.energy == pytest.approx(a.energy, abs=1e-8 * len(a.atoms))
+        np.testing.assert_allclose(b.atoms.cell.array, a.atoms.cell.array, atol=1e-8)
+        assert b.atoms.get_chemical_formula() == a.atoms.get_chemical_formula()
+        assert b.atoms.get_potential_energy() == pytest.approx(b.energy)
+    assert many[2].smax is None and many[0].smax is not None
+    # a step limit is reported per structure, not for the batch
+    capped = relax_many(structs[:2], chgnet_calc64, fmax=1e-6, steps=3)
+    assert [r.steps for r in capped] == [3, 3] and not any(r.converged for r in capped)
+    with pytest.raises(ValueError, match="fmax must be a positive"):
+        relax_many(structs, chgnet_calc64, fmax=-0.1)
+    with pytest.raises(ValueError, match="fmax must be a positive"):
+        relax(structs[0], chgnet_calc64, fmax=0.0)
+
+
+def test_impossible_workflow_settings_are_refused(chgnet_calc):
+    from ase.build import molecule
+
+    from mpa_ase.workflows import phonons
+
+    si = bulk("Si", "diamond", 5.43)
+    with pytest.raises(ValueError, match="displacement must be a positive"):
+        phonons(si, chgnet_calc, displacement=0.0)
+    with pytest.raises(ValueError, match="supercell must be"):
+        phonons(si, chgnet_calc, supercell=(0, 2, 2))
+    with pytest.raises(ValueError, match="3D periodic cell"):
+        phonons(molecule("H2O"), chgnet_calc)
+    for kwargs, match in (({"timestep_fs": 0.0}, "timestep_fs"), ({"timestep_fs": -1.0}, "timestep_fs"),
+                          ({"temperature_K": -5.0}, "absolute temperature"), ({"steps": -1}, "steps")):
+        with pytest.raises(ValueError, match=match):
+            run_md(si, chgnet_calc, **kwargs)
+    with pytest.raises(ValueError, match="fmax must be a positive"):
+        relax(si, chgnet_calc, fmax=-0.01)
+
+
+def test_cli_errors_are_one_line_and_version(tmp_path, capsys):
+    from mpa_ase.cli import main
+
+    assert main(["relax", str(tmp_path / "absent.cif")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "FileNotFoundError" in err and "--debug" in err
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "relax", str(tmp_path / "absent.cif")])
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("mpa-ase ")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms, units
 
-from mpa_ase.workflows.phonons import evaluate_many
+from mpa_ase.workflows.batch import evaluate_many
 
 EV_PER_A3_TO_GPA = 1.0 / units.GPa
 
@@ -78,7 +78,7 @@ def elastic(atoms: Atoms, calc, max_strain: float = 0.005, n_strains: int = 4, r
             cells.append(a)
             index.append((comp, k))
     if relax_ions:
-        from mpa_ase.workflows.relax_md_eos import relax
+        from mpa_ase.workflows.relax import relax
 
         cells = [relax(a, calc, fmax=fmax, cell=False, steps=300).atoms for a in cells]
     results = evaluate_many(cells, calc, batch_size=batch_size, properties=("energy", "forces", "stress"))

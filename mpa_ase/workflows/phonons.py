@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms
 
+from mpa_ase.workflows.batch import evaluate_many
+
 
 def to_phonopy_atoms(atoms: Atoms):
     from phonopy.structure.atoms import PhonopyAtoms
@@ -22,25 +24,6 @@ def to_phonopy_atoms(atoms: Atoms):
 def to_ase_atoms(cell) -> Atoms:
     return Atoms(symbols=cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions,
                  masses=cell.masses, pbc=True)
-
-
-def evaluate_many(structures: Sequence[Atoms], calc, batch_size: int | None = None,
-                  properties: Sequence[str] | None = None) -> list[dict]:
-    """Results of many structures: batched model calls where the calculator
-    offers ``calculate_batch`` (MPACalculator), else one call each.
-    ``properties`` (default: all the calculator gives) lets a batch skip work."""
-    if hasattr(calc, "calculate_batch"):
-        return calc.calculate_batch(list(structures), batch_size=batch_size, properties=properties)
-    wanted = properties or ("energy", "forces", "stress")
-    results = []
-    for atoms in structures:
-        atoms = atoms.copy()
-        atoms.calc = calc
-        r = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
-        if "stress" in wanted and atoms.cell.volume > 0:
-            r["stress"] = atoms.get_stress()
-        results.append(r)
-    return results
 
 
 def supercell_forces(structures: Sequence[Atoms], calc, batch_size: int | None = None) -> np.ndarray:
@@ -80,10 +63,18 @@ def phonons(
     """
     import phonopy
 
+    if not np.isfinite(displacement) or displacement <= 0:
+        raise ValueError(f"displacement must be a positive distance in Å (0.01 is usual), got {displacement}")
     if phonon is None:
         if atoms is None:
             raise ValueError("give atoms or an existing phonopy object")
+        if not atoms.pbc.all() or atoms.cell.rank < 3:
+            raise ValueError("phonons need a crystal with a 3D periodic cell; for a molecule use "
+                             "ase.vibrations.Vibrations")
         matrix = np.diag(supercell) if np.ndim(supercell) == 1 else np.asarray(supercell)
+        if matrix.shape != (3, 3) or not np.allclose(matrix, np.round(matrix)) or round(np.linalg.det(matrix)) < 1:
+            raise ValueError(f"supercell must be 3 positive integers or a 3x3 integer matrix with det >= 1, "
+                             f"got {supercell!r}")
         phonon = phonopy.Phonopy(to_phonopy_atoms(atoms), supercell_matrix=matrix,
                                  primitive_matrix=primitive_matrix, symprec=symprec)
         phonon.generate_displacements(distance=displacement)

@@ -188,7 +188,7 @@ def _evaluate_robust(batch, calc, relax, fmax, relax_steps, heads) -> tuple[list
 
 
 def _evaluate(batch, calc, relax, fmax, relax_steps, heads) -> list[dict]:
-    from mpa_ase.workflows.phonons import evaluate_many
+    from mpa_ase.workflows.batch import evaluate_many
 
     structures = [a for _, a in batch]
     results = evaluate_many(structures, calc)
@@ -202,10 +202,10 @@ def _evaluate(batch, calc, relax, fmax, relax_steps, heads) -> list[dict]:
             row[f"{name}_std_{info['unit']}"] = r.get(f"{name}_std", np.nan)
         rows.append(row)
     if relax:
-        from mpa_ase.workflows.relax_md_eos import relax as relax_one
+        from mpa_ase.workflows.relax import relax_many
 
-        for row, atoms in zip(rows, structures):
-            res = relax_one(atoms, calc, fmax=fmax, steps=relax_steps, cell=bool(atoms.pbc.all()))
-            row.update({"relaxed_energy_eV": res.energy, "relaxed_energy_per_atom_eV": res.energy / len(atoms),
+        relaxed = relax_many(structures, calc, fmax=fmax, steps=relax_steps)
+        for row, res in zip(rows, relaxed):
+            row.update({"relaxed_energy_eV": res.energy, "relaxed_energy_per_atom_eV": res.energy / len(res.atoms),
                         "relax_converged": res.converged, "relax_steps": res.steps})
     return rows

@@ -1,0 +1,75 @@
+"""Batched in-flight relaxation (workflows.relax_many) vs looping workflows.relax,
+same structures, same calculator, one process run.
+
+    python benchmarks/relax_many.py                     # 1000 WBM cells of 2-16 atoms
+    python benchmarks/relax_many.py --n 200 --max-atoms 1024
+
+Structures: matcalc's WBM set (real PBE-relaxed cells, 2-16 atoms), cell
+relaxation (FrechetCellFilter) with FIRE to fmax 0.05 eV/Å, at most 300 steps.
+Reports structures/s of each side, the ratio, the largest difference of the
+final energies per atom, and the peak resident memory of the process after
+each side (ru_maxrss; the batched side runs first so its peak is its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+import warnings
+
+import numpy as np
+
+from common import format_table, write_results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--max-atoms", type=int, default=None, help="atoms per model call (default: relax_many's)")
+    ap.add_argument("--fmax", type=float, default=0.05)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--loop-n", type=int, default=None, help="time the loop on the first N only (extrapolated rate)")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+
+    from mpa_ase import MPACalculator
+    from mpa_ase.data.dft import load_wbm
+    from mpa_ase.workflows import relax, relax_many
+
+    pool = [s.atoms for s in load_wbm(seed=0) if 2 <= len(s.atoms) <= 16]
+    structures = pool[: args.n]
+    calc = MPACalculator(device="cpu")
+    relax_many(structures[:4], calc, fmax=args.fmax, steps=5)  # warm-up both paths
+    relax(structures[0], calc, fmax=args.fmax, steps=5)
+
+    t0 = time.perf_counter()
+    batched = relax_many(structures, calc, fmax=args.fmax, steps=args.steps, max_atoms=args.max_atoms,
+                         progress=True)
+    t_batched = time.perf_counter() - t0
+    rss_batched = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loop_n = args.loop_n or len(structures)
+    t0 = time.perf_counter()
+    single = [relax(a, calc, fmax=args.fmax, steps=args.steps) for a in structures[:loop_n]]
+    t_single = time.perf_counter() - t0
+    rss_all = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    de = np.array([abs(a.energy - b.energy) / len(a.atoms) for a, b in zip(single, batched)])
+    same_steps = sum(a.steps == b.steps for a, b in zip(single, batched))
+    row = {
+        "n_structures": len(structures), "loop_n": loop_n,
+        "atoms_min_max": f"{min(len(a) for a in structures)}-{max(len(a) for a in structures)}",
+        "batched_structures_per_s": len(structures) / t_batched,
+        "loop_structures_per_s": loop_n / t_single,
+        "speedup": (len(structures) / t_batched) / (loop_n / t_single),
+        "max_dE_meV_per_atom": 1000 * float(de.max()),
+        "same_step_count": f"{same_steps}/{loop_n}",
+        "converged_batched": sum(r.converged for r in batched),
+        "peak_rss_after_batched_MiB": rss_batched, "peak_rss_after_loop_MiB": rss_all,
+    }
+    table = format_table([row], list(row))
+    print(table)
+    print(f"written {write_results('relax_many', [row], table)}")
+
+
+if __name__ == "__main__":
+    main()
