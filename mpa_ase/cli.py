@@ -328,11 +328,39 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows the default of every option that has one (ours say "(default: ...)" in words already)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    # argparse prints no help line at all for an option without help text
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _show_defaults(sub)
+        elif action.option_strings and not action.help and action.default not in (None, False, argparse.SUPPRESS):
+            action.help = "(default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mpa_ase.validation.splits import DEFAULT_THRESHOLD, SPLITS
 
-    parser = argparse.ArgumentParser(prog="mpa", description="mpa-ase: materials foundation models in ASE")
+    from mpa_ase import __version__
+
+    fmt = _DefaultsFormatter
+    parser = argparse.ArgumentParser(prog="mpa", description="mpa-ase: materials foundation models in ASE "
+                                     "(units: eV, Å, eV/Å, eV/Å³, GPa for moduli, K, THz)", formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"mpa-ase {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: add_parser(*a, formatter_class=fmt, **k)  # defaults shown in every --help
 
     def model_args(p):
         p.add_argument("--model", default="default", help="model name or file (default: embedded default)")
@@ -443,12 +471,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--md-steps", type=int, default=50)
     model_args(p)
     p.set_defaults(func=cmd_demo)
+    _show_defaults(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    if args.debug:
+        return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("mpa: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line; --debug shows the traceback
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"mpa {args.command}: error: {type(exc).__name__}: {message} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -317,3 +317,19 @@ def test_finish_ends_an_interrupted_run_with_its_best_weights(runs, tmp_path):
     out = run_phase("posttrain", base, progress=False, finish=True)
     assert out["finished"] and len(out["history"]) == 3
     assert (tmp_path / "run" / "model.pt").exists()
+
+
+def test_nested_config_typos_are_named():
+    from mpa_ase.training.common import read_config
+
+    base = {"output": "runs/x"}
+    with pytest.raises(ValueError, match="'hiden' \\(did you mean 'hidden'\\?\\)"):
+        read_config({**base, "trunk": {"hiden": 64}})
+    with pytest.raises(ValueError, match="'modle' \\(did you mean 'model'\\?\\)"):
+        read_config({**base, "backbone": {"modle": "0.3.0"}})
+    with pytest.raises(ValueError, match="'ouptut' \\(did you mean 'output'\\?\\)"):
+        read_config({"output": "x", "ouptut": "y"})
+    with pytest.raises(ValueError, match="data must be a list"):
+        read_config({**base, "data": {"loader": "chemicals"}})
+    with pytest.raises(ValueError, match="'tsak'"):
+        read_config({**base, "target": {"data": {"loader": "chemicals"}, "tsak": "x"}})

@@ -17,6 +17,7 @@ from mpa_ase.backbones import load_backbone
 from mpa_ase.checkpoint import atomic_save, model_file, read_parts
 from mpa_ase.data import load_source
 from mpa_ase.heads import PropertyHead, TargetTransform, Trunk
+from mpa_ase.training.config import check_head_phase_config, check_keys
 from mpa_ase.training.embeddings import EmbeddingCache
 from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP, check_head_init, choose_sources,
                                          cv_options, describe_candidate, init_from_head, inner_folds,
@@ -42,9 +43,8 @@ def read_config(path_or_dict) -> dict:
         if not path.exists():
             raise FileNotFoundError(f"config file {path} not found")
         cfg = yaml.safe_load(path.read_text()) or {}
-    unknown = set(cfg) - KNOWN_KEYS
-    if unknown:
-        raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(KNOWN_KEYS)}")
+    check_keys("config", cfg, KNOWN_KEYS)
+    check_head_phase_config(cfg)
     if cfg.get("trainable", "frozen") != "frozen":
         raise ValueError(
             f"trainable={cfg['trainable']!r}: only a frozen backbone (trainable: frozen, with the shared "

@@ -46,6 +46,7 @@ from mpa_ase.errors import CheckpointError
 from mpa_ase.graph import AtomsGraph, SystemNeighbors
 from mpa_ase.neighbors import neighbor_list
 from mpa_ase.neighbors.geometry import as_cell, as_pbc
+from mpa_ase.training.config import check_keys
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class LossWeights:
     @classmethod
     def from_dict(cls, d: dict | None) -> LossWeights:
         d = dict(d or {})
-        _no_unknown("loss", d, cls.__dataclass_fields__)
+        check_keys("loss", d, cls.__dataclass_fields__)
         out = cls(**{k: float(v) for k, v in d.items()})
         for k, v in asdict(out).items():
             if not np.isfinite(v) or v < 0 or (k == "huber_delta" and v == 0):
@@ -85,21 +86,11 @@ class FinetuneOptim:
     @classmethod
     def from_dict(cls, d: dict | None, seed: int) -> FinetuneOptim:
         d = {"seed": seed, **dict(d or {})}
-        _no_unknown("optim", d, cls.__dataclass_fields__)
+        check_keys("optim", d, cls.__dataclass_fields__)
         out = cls(**d)
         if out.epochs < 0 or out.batch_size < 1 or out.patience < 1 or not out.lr > 0:
             raise ValueError(f"bad optim settings {asdict(out)}: epochs >= 0, batch_size >= 1, patience >= 1, lr > 0")
         return out
-
-
-def _no_unknown(section: str, d: dict, known) -> None:
-    import difflib
-
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        hints = [f"{u!r} (did you mean {difflib.get_close_matches(u, list(known), 1)[0]!r}?)"
-                 if difflib.get_close_matches(u, list(known), 1) else repr(u) for u in unknown]
-        raise ValueError(f"unknown {section} key(s) {', '.join(hints)}; known: {sorted(known)}")
 
 
 def parse_trainable(value) -> tuple[str, int]:
@@ -123,7 +114,7 @@ def read_finetune_config(path_or_dict) -> dict:
         if not path.exists():
             raise FileNotFoundError(f"config file {path} not found")
         cfg = yaml.safe_load(path.read_text()) or {}
-    _no_unknown("finetune config", cfg, KNOWN_KEYS)
+    check_keys("finetune config", cfg, KNOWN_KEYS)
     if "output" not in cfg:
         raise ValueError("config needs an 'output' folder")
     if not isinstance(cfg.get("data"), list) or not cfg["data"]:
@@ -132,15 +123,15 @@ def read_finetune_config(path_or_dict) -> dict:
     if cfg.get("backbone") and cfg.get("init"):
         raise ValueError("give either backbone: {name, model} or init: <model file>, not both")
     if cfg.get("backbone") is not None:
-        _no_unknown("backbone", dict(cfg["backbone"]), {"name", "model"})
+        check_keys("backbone", dict(cfg["backbone"]), {"name", "model"})
     parse_trainable(cfg.get("trainable", "full"))
     LossWeights.from_dict(cfg.get("loss"))
     FinetuneOptim.from_dict(cfg.get("optim"), int(cfg.get("seed", 0)))
     if cfg.get("energy_reference", "refit") not in ("refit", "keep"):
         raise ValueError(f"energy_reference={cfg['energy_reference']!r}: choose 'refit' or 'keep'")
-    _no_unknown("split", dict(cfg.get("split") or {}), {"val", "seed"})
+    check_keys("split", dict(cfg.get("split") or {}), {"val", "seed"})
     if cfg.get("replay") is not None:
-        _no_unknown("replay", dict(cfg["replay"]), {"data", "weight"})
+        check_keys("replay", dict(cfg["replay"]), {"data", "weight"})
     return cfg
 
 
