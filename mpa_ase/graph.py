@@ -80,6 +80,48 @@ def system_neighbors(
     return SystemNeighbors(i, j, s)
 
 
+SMALL_SYSTEM = 48  # atoms; batches of systems no larger than this get their lists in one Numba call
+
+
+def small_systems_neighbors(atoms_list, cutoff: float, min_distance: float = MIN_DISTANCE) -> list[SystemNeighbors]:
+    """Neighbour lists of many small systems in one Numba call, input checks and
+    the overlap check included (see ``numba_cpu.neighbor_list_small_batch``)."""
+    from mpa_ase.neighbors.geometry import complete_cell
+    from mpa_ase.neighbors.numba_cpu import neighbor_list_small_batch
+
+    cells, pbcs = [], []
+    for k, atoms in enumerate(atoms_list):
+        label = f"structure {k} ({atoms.get_chemical_formula()})"
+        validate_atoms(atoms, label)
+        pbc = as_pbc(atoms.pbc)
+        try:
+            cells.append(complete_cell(as_cell(atoms.cell.array), pbc))
+        except MPAInputError as err:
+            raise MPAInputError(f"{label}: {err}") from None
+        pbcs.append(pbc)
+    n_atoms = np.array([len(a) for a in atoms_list], dtype=np.int64)
+    pos = np.concatenate([np.asarray(a.positions, dtype=np.float64) for a in atoms_list])
+    cells = np.stack(cells)
+    i, j, shifts, per_system = neighbor_list_small_batch(pos, cells, np.stack(pbcs), n_atoms, cutoff)
+    if len(i):
+        system = np.repeat(np.arange(len(atoms_list)), n_atoms)
+        vec = pos[j] - pos[i] + np.einsum("ek,ekl->el", shifts.astype(np.float64),
+                                         np.stack([as_cell(a.cell.array) for a in atoms_list])[system[i]])
+        d2 = np.einsum("ij,ij->i", vec, vec)
+        e = int(np.argmin(d2))
+        if d2[e] < min_distance**2:
+            s = int(system[i[e]])
+            start = int(n_atoms[:s].sum())
+            raise OverlappingAtomsError(
+                f"structure {s} ({atoms_list[s].get_chemical_formula()}): atoms {int(i[e]) - start} and "
+                f"{int(j[e]) - start} are {np.sqrt(d2[e]):.4f} Å apart (minimum {min_distance} Å); check the positions"
+            )
+    starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
+    bounds = np.concatenate([[0], np.cumsum(per_system)])
+    return [SystemNeighbors(i[bounds[s]:bounds[s + 1]] - starts[s], j[bounds[s]:bounds[s + 1]] - starts[s],
+                            shifts[bounds[s]:bounds[s + 1]]) for s in range(len(atoms_list))]
+
+
 def validate_atoms(atoms, label: str = "structure") -> None:
     """Raise :class:`MPAInputError` naming the problem with ``atoms``."""
     if len(atoms) == 0:
@@ -139,6 +181,12 @@ class AtomsGraph:
         atoms_list = [to_ase(s) for s in items]
         if reuse_neighbors and (neighbors is None or len(atoms_list) != 1):
             raise ValueError("a Verlet neighbour cache serves one structure at a time")
+        backend = neighbors.backend if neighbors is not None else neighbor_backend
+        on_cpu = neighbors is None or neighbors.device.type == "cpu"
+        if (len(atoms_list) > 1 and not reuse_neighbors and on_cpu and backend in ("auto", "numba")
+                and max(len(a) for a in atoms_list) <= SMALL_SYSTEM):
+            lists = small_systems_neighbors(atoms_list, cutoff, min_distance)
+            return cls.from_parts(atoms_list, lists, cutoff, dtype=dtype, device=device)
         lists = []
         for k, atoms in enumerate(atoms_list):
             label = f"structure {k} ({atoms.get_chemical_formula()})" if len(items) > 1 else (

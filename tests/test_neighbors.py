@@ -162,3 +162,43 @@ def test_numba_overflow_path(monkeypatch):
     pos = rng.uniform(0, 9, (150, 3))
     pos[:40] = rng.normal(4.0, 0.6, (40, 3))  # a dense clump beside a dilute gas
     _check_against_reference(pos, cell, np.array([True, True, False]), 4.0, "numba")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(batch=st.lists(systems(), min_size=1, max_size=6))
+def test_many_small_systems_in_one_call_match_ase(batch):
+    """neighbor_list_small_batch: one Numba call for many systems, each equal to ASE's list."""
+    from mpa_ase.neighbors.geometry import complete_cell
+    from mpa_ase.neighbors.numba_cpu import neighbor_list_small_batch
+
+    cutoff = min(c for _, _, _, c in batch)
+    n_atoms = np.array([len(p) for p, _, _, _ in batch])
+    pos = np.concatenate([p.reshape(-1, 3) for p, _, _, _ in batch])
+    cells = np.stack([complete_cell(c, pbc) for _, c, pbc, _ in batch])
+    i, j, s, per_system = neighbor_list_small_batch(pos, cells, np.stack([b[2] for b in batch]), n_atoms, cutoff)
+    start = 0
+    for (p, cell, pbc, _), n in zip(batch, n_atoms):
+        mine = (i >= start) & (i < start + n)
+        assert np.all((j[mine] >= start) & (j[mine] < start + n))
+        ai, aj, aS = primitive_neighbor_list("ijS", pbc, cell, p.reshape(-1, 3), cutoff, self_interaction=False)
+        assert pair_set(i[mine] - start, j[mine] - start, s[mine]) == pair_set(ai, aj, aS)
+        start += n
+    assert per_system.sum() == len(i)
+
+
+def test_graph_batches_small_systems_in_one_call_and_names_overlaps():
+    from ase import Atoms
+    from ase.build import bulk, molecule
+
+    from mpa_ase.errors import OverlappingAtomsError
+    from mpa_ase.graph import AtomsGraph
+
+    structures = [bulk("Si", "diamond", 5.43), molecule("H2O"), bulk("NaCl", "rocksalt", 5.64) * (2, 1, 1)]
+    batched = AtomsGraph.from_atoms(structures, 5.0)
+    one_by_one = [AtomsGraph.from_atoms(a, 5.0) for a in structures]
+    assert batched.num_edges == sum(g.num_edges for g in one_by_one)
+    assert np.allclose(np.sort(np.linalg.norm(batched.edge_vectors().numpy(), axis=1)),
+                       np.sort(np.concatenate([np.linalg.norm(g.edge_vectors().numpy(), axis=1) for g in one_by_one])))
+    bad = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.05]])
+    with pytest.raises(OverlappingAtomsError, match="structure 1 \\(H2\\): atoms 0 and 1 are 0.0500 Å apart"):
+        AtomsGraph.from_atoms([structures[0], bad], 5.0)

@@ -333,3 +333,13 @@ def test_nested_config_typos_are_named():
         read_config({**base, "data": {"loader": "chemicals"}})
     with pytest.raises(ValueError, match="'tsak'"):
         read_config({**base, "target": {"data": {"loader": "chemicals"}, "tsak": "x"}})
+
+
+def test_changed_code_does_not_reuse_old_checkpoints(runs, monkeypatch):
+    """Rerunning into an old output folder after a code change is refused, not silently resumed."""
+    from mpa_ase.training import trainer
+
+    monkeypatch.setattr(trainer, "code_fingerprint", lambda: "another-code-version")
+    cfg = {**runs["base"], "output": str(runs["root"] / "direct"), "init": runs["pre"]["model"], "target": TARGET}
+    with pytest.raises(CheckpointError, match="another mpa-ase version"):
+        run_phase("posttrain", cfg, progress=False)

@@ -47,6 +47,7 @@ from mpa_ase.graph import AtomsGraph, SystemNeighbors
 from mpa_ase.neighbors import neighbor_list
 from mpa_ase.neighbors.geometry import as_cell, as_pbc
 from mpa_ase.training.config import check_keys
+from mpa_ase.training.trainer import code_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -472,7 +473,7 @@ def finetune(config, *, progress: bool = True, stop_after: int | None = None, fi
         for spec_d in cfg["replay"].get("data", []):
             replay += load_structures(spec_d, for_training=True)
     fingerprint = hashlib.sha1(json.dumps({
-        "config": {k: v for k, v in cfg.items() if k != "output"}, "version": __version__,
+        "config": {k: v for k, v in cfg.items() if k != "output"}, "code": code_fingerprint(),
         "train": _structures_hash(train), "val": _structures_hash(val), "replay": _structures_hash(replay),
     }, sort_keys=True, default=str).encode()).hexdigest()
 

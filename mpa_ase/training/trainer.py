@@ -13,6 +13,7 @@ depend only on (seed, epoch).
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mpa_ase import __version__
 from mpa_ase.checkpoint import atomic_save, safe_load
 from mpa_ase.errors import CheckpointError
 from mpa_ase.graph import AtomsGraph
@@ -31,6 +33,20 @@ from mpa_ase.heads import PropertyHead, Trunk
 from mpa_ase.training.embeddings import EmbeddingCache
 
 TRAIN_FORMAT = "mpa-ase-train/1"
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """The version and a hash of the sources that decide training results
+    (training, heads, data, model, graph), part of every resume fingerprint."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha1(__version__.encode())
+    for folder in ("training", "heads", "data"):
+        for f in sorted((root / folder).glob("*.py")):
+            h.update(f.read_bytes())
+    for name in ("model.py", "graph.py"):
+        h.update((root / name).read_bytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -182,7 +198,8 @@ class Trainer:
             for split in ("train", "val", "test"):
                 setattr(t, split, [s for s in getattr(t, split) if cache.has(s)])
         self.fingerprint = hashlib.sha1(
-            json.dumps({"optim": asdict(optim), "config": config or {}, "data": data_hash(self.tasks)},
+            json.dumps({"optim": asdict(optim), "config": config or {}, "data": data_hash(self.tasks),
+                        "code": code_fingerprint()},  # a code change never silently reuses old weights
                        sort_keys=True, default=str).encode()
         ).hexdigest()
         trunk_params = list(headset.trunk.parameters())
@@ -312,7 +329,8 @@ class Trainer:
         obj = safe_load(self.checkpoint_path, TRAIN_FORMAT)
         if obj["fingerprint"] != self.fingerprint:
             raise CheckpointError(
-                f"{self.checkpoint_path} belongs to a run with another config or other data; "
+                f"{self.checkpoint_path} belongs to a run with another config, other data or another mpa-ase "
+                "version; "
                 "choose a new output folder or pass restart=True (--restart) to start over"
             )
         _load_tolerant(self.headset, obj["module"], self.checkpoint_path)
