@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +37,24 @@ def resolve_dtype(dtype, default: torch.dtype) -> torch.dtype:
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r} (lower precisions are not supported: "
                          "forces and stress need derivatives that float16/bfloat16 get wrong)")
     return table[str(dtype)]
+
+
+def _head_suffixes(head) -> list[str]:
+    info = head.describe()
+    suffixes = ["", "_std"]
+    if info.get("interval_level") is not None:
+        suffixes += ["_lo", "_hi"]
+    if info.get("elements") is not None or info.get("material") is not None:
+        suffixes.append("_in_domain")
+    return suffixes
+
+
+def _symbols(numbers) -> str:
+    if numbers is None:
+        return "any"
+    from ase.data import chemical_symbols
+
+    return " ".join(chemical_symbols[z] for z in numbers)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -122,8 +141,8 @@ class MPACalculator(Calculator):
         new["skin"] = float(new["skin"])
         self.parameters.update(new)
         self.implemented_properties = list(_BASE_PROPERTIES) + list(self.model.backbone.extra_properties)
-        for name in self.model.heads:
-            self.implemented_properties += [name, f"{name}_std"]
+        for name, head in self.model.heads.items():
+            self.implemented_properties += [name + suffix for suffix in _head_suffixes(head)]
 
     def set(self, **kwargs) -> dict:
         """Change settings (``model``, ``backbone``, ``device``, ``dtype``,
@@ -164,7 +183,8 @@ class MPACalculator(Calculator):
     def _work_for(self, properties) -> dict:
         want = set(properties)
         return {"compute_stress": "stress" in want,
-                "compute_heads": any(n in want or f"{n}_std" in want for n in self.model.heads)}
+                "compute_heads": any(n + suffix in want for n, h in self.model.heads.items()
+                                     for suffix in _head_suffixes(h))}
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         self._check_properties(properties)
@@ -218,9 +238,17 @@ class MPACalculator(Calculator):
         extras = {k: per_atom(k) for k in self.model.backbone.extra_properties if k in out}
         per_system = {}
         for name in self.model.heads:
-            for key in (name, f"{name}_std"):
+            for key in (name, f"{name}_std", f"{name}_lo", f"{name}_hi", f"{name}_in_domain"):
                 if key in out:
                     per_system[key] = out[key].detach().to("cpu", torch.float64).numpy()
+            flags = per_system.get(f"{name}_in_domain")
+            if flags is not None and (flags < 0.5).any():
+                bad = [s for s in range(graph.num_systems) if flags[s] < 0.5]
+                head = self.model.heads[name]
+                warnings.warn(
+                    f"{name}: structure(s) {bad[:5]} lie outside this head's training domain (elements "
+                    f"{_symbols(head.config.get('elements'))}, {head.config.get('material') or 'any'} structures); "
+                    f"results['{name}_in_domain'] is 0 and the value is an extrapolation", stacklevel=4)
         results = []
         for s in range(graph.num_systems):
             r = {

@@ -219,3 +219,42 @@ def test_cv_selection_takes_the_lowest_mean_score_and_checks_its_options():
                        ({"candidates": [{"head_init": "fresh", "trunk_lr_factor": 0}]}, "must be positive")):
         with pytest.raises(ValueError, match=match):
             cv_options({"head_init_cv": bad})
+
+
+def test_conformal_quantile_covers_the_level():
+    from mpa_ase.training.trainer import conformal_quantile
+
+    assert conformal_quantile(np.arange(1, 101), 0.9) == 91.0  # ceil(101 * 0.9) = 91st smallest
+    rng = np.random.default_rng(0)
+    calib, fresh = np.abs(rng.normal(size=2000)), np.abs(rng.normal(size=20000))
+    q = conformal_quantile(calib, 0.9)
+    assert 0.88 < np.mean(fresh <= q) < 0.92
+    with pytest.raises(ValueError, match="level"):
+        conformal_quantile(calib, 1.0)
+
+
+def test_head_domain_bounds_and_intervals():
+    from ase.build import bulk, molecule
+
+    from mpa_ase.graph import AtomsGraph
+    from mpa_ase.heads import PropertyHead, TargetTransform
+
+    head = PropertyHead("tb", "K", 8, members=3, elements=[1, 6, 8], material="molecule", lower_bound=0.0,
+                        transform=TargetTransform("identity", shift=-500.0, scale=10.0))
+    ethanol, cu, water_box = molecule("CH3CH2OH"), bulk("Cu"), molecule("H2O")
+    water_box.cell, water_box.pbc = [8, 8, 8], True
+    graph = AtomsGraph.from_atoms([ethanol, cu, water_box], 4.0)
+    torch.manual_seed(0)
+    out = head(torch.randn(graph.num_atoms, 8), graph)
+    assert out["tb_in_domain"].tolist() == [1.0, 0.0, 0.0]  # Cu: unknown element; periodic water: a crystal
+    assert (out["tb"] == 0).all()  # ~ -500 K before the bound: never a negative absolute temperature
+    assert "tb_lo" not in out
+    head.set_interval(1.5, 0.9)
+    out = head(torch.randn(graph.num_atoms, 8), graph)
+    assert (out["tb_lo"] >= 0).all() and (out["tb_hi"] >= out["tb_lo"]).all()
+    free = PropertyHead("e", "eV", 8, members=3)
+    free.set_interval(2.0, 0.9)
+    o = free(torch.randn(graph.num_atoms, 8), graph)
+    assert torch.allclose(o["e_hi"] - o["e"], 2.0 * o["e_std"]) and "e_in_domain" not in o
+    with pytest.raises(ValueError, match="material"):
+        PropertyHead("x", "K", 8, material="liquid")

@@ -106,3 +106,33 @@ def leakage_guard(samples: Iterable[Sample], protected: Iterable[str]) -> tuple[
     protected = set(protected)
     kept = [s for s in samples if s.identity not in protected]
     return kept, len(samples) - len(kept)
+
+
+# quantities that cannot be negative, by unit (absolute temperatures, pressures, moduli) or by name
+NON_NEGATIVE_UNITS = {"K", "MPa", "kPa", "Pa", "bar", "GPa"}
+NON_NEGATIVE_PROPERTIES = {"band_gap", "dipole_moment", "heat_capacity", "bulk_modulus", "shear_modulus",
+                           "superconducting_tc", "refractive_index", "acentric_factor_abs"}
+
+
+def physical_lower_bound(prop: str, unit: str) -> float | None:
+    """0 for quantities that cannot be negative, else None."""
+    base = prop.split("element_")[-1]
+    if unit in NON_NEGATIVE_UNITS or base in NON_NEGATIVE_PROPERTIES:
+        return 0.0
+    return None
+
+
+def sample_elements(sample) -> set[int]:
+    """Atomic numbers of a sample's compound (formula for crystals, SMILES with
+    hydrogens for molecules)."""
+    if getattr(sample, "formula", None):
+        from pymatgen.core import Composition
+
+        return {el.Z for el in Composition(sample.formula).elements}
+    if getattr(sample, "smiles", None):
+        from rdkit import Chem
+
+        mol = Chem.MolFromSmiles(sample.smiles)
+        if mol is not None:
+            return {a.GetAtomicNum() for a in Chem.AddHs(mol).GetAtoms()}
+    return {int(z) for a in sample.build()[:1] for z in a.numbers}

@@ -63,6 +63,17 @@ class PropertyHead(nn.Module):
         members: deep-ensemble size; the spread of members is the uncertainty.
         task: "regression" or "classification" (binary; value = probability).
         trained_on: free text naming the data the head was trained on.
+        elements: atomic numbers present in the training data; a structure
+            with any other element is outside the head's domain.
+        material: "molecule" or "crystal": the kind of structure trained on
+            (a periodic structure is a crystal).
+        lower_bound: physical lower bound of the value (0 for absolute
+            temperatures, pressures, band gaps, moduli); predictions and
+            interval ends never go below it.
+
+    Results: ``name``, ``name + "_std"``; with a calibrated interval (see
+    :meth:`set_interval`) ``name + "_lo"``/``"_hi"`` at ``interval_level``;
+    with a known domain ``name + "_in_domain"`` (1.0 inside, 0.0 outside).
     """
 
     def __init__(
@@ -79,15 +90,22 @@ class PropertyHead(nn.Module):
         dropout: float = 0.0,
         task: str = "regression",
         trained_on: str = "",
+        elements: list[int] | None = None,
+        material: str | None = None,
+        lower_bound: float | None = None,
     ):
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
         if members < 1:
             raise ValueError("a head needs at least one ensemble member")
+        if material not in (None, "molecule", "crystal"):
+            raise ValueError(f"material must be 'molecule' or 'crystal', got {material!r}")
         self.config = {
             "name": name, "unit": unit, "dim": dim, "extensive": extensive, "readout": readout,
             "members": members, "hidden": hidden, "dropout": dropout, "task": task, "trained_on": trained_on,
+            "elements": None if elements is None else sorted(int(z) for z in elements), "material": material,
+            "lower_bound": None if lower_bound is None else float(lower_bound),
         }
         self.name = name
         self.unit = unit
@@ -101,6 +119,30 @@ class PropertyHead(nn.Module):
         )
         # post-hoc calibration of the ensemble spread, fitted on validation data
         self.register_buffer("std_scale", torch.tensor(1.0, dtype=torch.float64))
+        # split-conformal interval: mean ± interval_q * std covers interval_level (NaN: not calibrated)
+        self.register_buffer("interval_q", torch.tensor(float("nan"), dtype=torch.float64))
+        self.register_buffer("interval_level", torch.tensor(0.9, dtype=torch.float64))
+
+    def set_interval(self, q: float, level: float) -> None:
+        self.interval_q.fill_(float(q))
+        self.interval_level.fill_(float(level))
+
+    def in_domain(self, graph: AtomsGraph) -> Tensor | None:
+        """1.0 for systems made of training elements and of the trained material kind, else 0.0."""
+        elements, material = self.config.get("elements"), self.config.get("material")
+        if elements is None and material is None:
+            return None
+        ok = torch.ones(graph.num_systems, dtype=torch.bool, device=graph.numbers.device)
+        if elements is not None:
+            known = torch.zeros(128, dtype=torch.bool, device=graph.numbers.device)
+            known[torch.as_tensor(elements, dtype=torch.long, device=graph.numbers.device)] = True
+            bad_atom = (~known[graph.numbers.clamp(max=127)]).to(torch.long)
+            bad = torch.zeros(graph.num_systems, dtype=torch.long, device=graph.numbers.device)
+            ok &= bad.index_add_(0, graph.batch, bad_atom) == 0
+        if material is not None:
+            periodic = graph.pbc.all(dim=1)
+            ok &= periodic if material == "crystal" else ~periodic
+        return ok.to(torch.float64)
 
     def member_outputs(self, features: Tensor, graph: AtomsGraph) -> Tensor:
         """(members, systems) outputs in model space (logits for classification)."""
@@ -115,7 +157,17 @@ class PropertyHead(nn.Module):
             z_mean, z_std = z.mean(0), z.std(0, unbiased=False)
             mean = self.transform.inverse(z_mean)
             std = self.transform.inverse_std(z_mean, z_std) * self.std_scale.to(z_std.dtype)
-        return {self.name: mean, f"{self.name}_std": std}
+        bound = self.config.get("lower_bound")
+        out = {self.name: mean if bound is None else mean.clamp(min=bound), f"{self.name}_std": std}
+        q = float(self.interval_q)
+        if self.task == "regression" and math.isfinite(q):
+            lo, hi = mean - q * std, mean + q * std
+            out[f"{self.name}_lo"] = lo if bound is None else lo.clamp(min=bound)
+            out[f"{self.name}_hi"] = hi if bound is None else hi.clamp(min=bound)
+        flag = self.in_domain(graph)
+        if flag is not None:
+            out[f"{self.name}_in_domain"] = flag.to(mean.dtype)
+        return out
 
     def describe(self) -> dict:
         return {
@@ -127,4 +179,8 @@ class PropertyHead(nn.Module):
             "transform": self.transform.kind,
             "trained_on": self.trained_on,
             "std_scale": float(self.std_scale),
+            "interval_level": float(self.interval_level) if math.isfinite(float(self.interval_q)) else None,
+            "elements": self.config.get("elements"),
+            "material": self.config.get("material"),
+            "lower_bound": self.config.get("lower_bound"),
         }

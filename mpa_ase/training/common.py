@@ -16,13 +16,15 @@ from tqdm.auto import tqdm
 from mpa_ase.backbones import load_backbone
 from mpa_ase.checkpoint import atomic_save, model_file, read_parts
 from mpa_ase.data import load_source
+from mpa_ase.data.samples import physical_lower_bound, sample_elements
 from mpa_ase.heads import PropertyHead, TargetTransform, Trunk
 from mpa_ase.training.config import check_head_phase_config, check_keys
 from mpa_ase.training.embeddings import EmbeddingCache
 from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP, check_head_init, choose_sources,
                                          cv_options, describe_candidate, init_from_head, inner_folds,
                                          select_by_cv)
-from mpa_ase.training.trainer import HeadSet, OptimConfig, TaskData, Trainer, calibrate, data_hash, predict
+from mpa_ase.training.trainer import (HeadSet, OptimConfig, TaskData, Trainer, calibrate, conformal_interval,
+                                     data_hash, interval_coverage, predict)
 from mpa_ase.validation import stored
 
 log = logging.getLogger(__name__)
@@ -299,6 +301,7 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
         return {"finished": False, "output": str(out)}
     metrics = {}
     calibration = {t.head: calibrate(headset, t.head, trainer.batcher, t.val) for t in trainer.tasks.values()}
+    intervals = {t.head: conformal_interval(headset, t.head, trainer.batcher, t.val) for t in trainer.tasks.values()}
     for task, t in trainer.tasks.items():
         evals = {}
         predictions = {}
@@ -307,6 +310,10 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
             if samples:
                 predictions[split_name] = predict(headset, t.head, trainer.batcher, samples)
                 evals[split_name] = regression_metrics(np.array([s.value for s in samples]), *predictions[split_name])
+        if intervals[t.head] is not None:
+            evals["interval"] = {"level": float(heads[t.head].interval_level), "q": intervals[t.head],
+                                 "coverage_val": interval_coverage(headset, t.head, trainer.batcher, t.val),
+                                 "coverage_test": interval_coverage(headset, t.head, trainer.batcher, t.test)}
         metrics[task] = {"head": t.head, "unit": heads[t.head].unit, "std_scale": calibration[t.head],
                          "n_train": len(t.train),
                          "n_val": len(t.val), "n_test": len(t.test), **evals}
@@ -323,6 +330,11 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
         trained = heads[t.head]
         trained.trained_on = f"{task} ({trained.trained_on.split('(')[-1][:-1]}, n_train={len(t.train)})"
         trained.config["trained_on"] = trained.trained_on
+        # applicability domain and bounds, from what the head was trained on
+        m = task_meta(t.train)
+        trained.config["elements"] = sorted(set().union(*(sample_elements(x) for x in t.train + t.val)))
+        trained.config["material"] = "crystal" if m["crystal"] else "molecule"
+        trained.config["lower_bound"] = physical_lower_bound(m["property"], m["unit"])
     meta = {"phase": phase, "config": {k: v for k, v in cfg.items()}, "data_hash": data_hash(trainer.tasks),
             "history": result["history"], "metrics": {k: {kk: vv for kk, vv in v.items() if kk != "test_predictions"}
                                                        for k, v in metrics.items()}, **(extra_meta or {})}

@@ -148,9 +148,10 @@ def predict(headset: HeadSet, head: str, batcher: Batcher, samples, chunk: int =
 
 
 def _load_tolerant(module: nn.Module, state: dict, where) -> None:
-    """load_state_dict that accepts checkpoints written before heads had ``std_scale``."""
+    """load_state_dict that accepts checkpoints written before heads had ``std_scale``
+    and interval buffers."""
     missing, unexpected = module.load_state_dict(state, strict=False)
-    bad = [k for k in missing if not k.endswith("std_scale")] + list(unexpected)
+    bad = [k for k in missing if not k.endswith(("std_scale", "interval_q", "interval_level"))] + list(unexpected)
     if bad:
         raise CheckpointError(f"{where} does not match this model (keys {bad[:4]}...)")
 
@@ -169,6 +170,41 @@ def calibrate(headset: HeadSet, head: str, batcher: Batcher, samples) -> float:
     if np.isfinite(factor) and factor > 0:
         h.std_scale.fill_(factor)
     return float(h.std_scale)
+
+
+def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, level: float = 0.9) -> float | None:
+    """Split-conformal interval on validation samples: the head's q such that
+    mean ± q·std covers ``level`` of new data (finite-sample quantile of
+    |y - mean| / std). Needs at least 10 samples; returns q, or None."""
+    h = headset.heads[head]
+    if h.task != "regression" or len(samples) < 10:
+        return None
+    mean, std = predict(headset, head, batcher, samples)
+    q = conformal_quantile(np.abs(np.array([s.value for s in samples]) - mean) / np.clip(std, 1e-12, None), level)
+    h.set_interval(q, level)
+    return q
+
+
+def conformal_quantile(scores, level: float) -> float:
+    """The ceil((n + 1)·level)-th smallest score: with exchangeable data, a new
+    score falls at or below it with probability >= level."""
+    if not 0 < level < 1:
+        raise ValueError(f"interval level must be in (0, 1), got {level}")
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    n = len(scores)
+    k = min(n, math.ceil((n + 1) * level))
+    return float(scores[k - 1])
+
+
+def interval_coverage(headset: HeadSet, head: str, batcher: Batcher, samples) -> float | None:
+    """Fraction of ``samples`` inside the head's interval."""
+    h = headset.heads[head]
+    q = float(h.interval_q)
+    if not samples or not math.isfinite(q):
+        return None
+    mean, std = predict(headset, head, batcher, samples)
+    y = np.array([s.value for s in samples])
+    return float(np.mean(np.abs(y - mean) <= q * std))
 
 
 def data_hash(tasks: dict[str, TaskData]) -> str:
