@@ -32,12 +32,15 @@ def cache_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("leak_cache"))
 
 
-def _pipeline(root, cache_dir, split, target, mid_data):
-    base = {"seed": 3, "cache_dir": cache_dir, "split": split, "optim": QUICK}
+def _pipeline(root, cache_dir, split, target, mid_data, split_in_target=False):
+    base = {"seed": 3, "cache_dir": cache_dir, "optim": QUICK}
+    # the held-out split set for all targets, or per target (as the default model does)
+    mid_split = {"split": {"kind": "random", "val": 0.1, "test": 0.1}} if split_in_target else {"split": split}
+    mid_target = {**target, "split": split} if split_in_target else target
     pre = run_phase("pretrain", {**base, "output": str(root / "pre")}, progress=False)
     # exclude_target_task: false puts the target's own training side into mid-training (as the default model does)
-    mid = run_phase("midtrain", {**base, "output": str(root / "mid"), "init": pre["model"], "data": mid_data,
-                                 "target": target, "exclude_target_task": False}, progress=False)
+    mid = run_phase("midtrain", {**base, **mid_split, "output": str(root / "mid"), "init": pre["model"],
+                                 "data": mid_data, "target": mid_target, "exclude_target_task": False}, progress=False)
     mpa = run_phase("posttrain", {**base, "output": str(root / "mpa"), "init": mid["model"], "target": target,
                                   "head": {"members": 2}}, progress=False)
     direct = run_phase("posttrain", {"seed": 3, "cache_dir": cache_dir, "optim": QUICK, "output": str(root / "direct"),
@@ -78,9 +81,15 @@ def _check(tmp_path, mid, mpa, direct, task):
                                    {"kind": "redundancy", "val": 0.15, "test": 0.25, "threshold": 0.6}],
                          ids=lambda s: s["kind"])
 def test_molecule_targets_tested_only_on_unseen_compounds(tmp_path, cache_dir, split):
-    mid, mpa, direct = _pipeline(tmp_path, cache_dir, split, MOL_TARGET, MOL_MID)
+    mid, mpa, direct = _pipeline(tmp_path, cache_dir, split, MOL_TARGET, MOL_MID,
+                                 split_in_target=split["kind"] == "scaffold")
     held = _check(tmp_path, mid, mpa, direct, MOL_TARGET["task"])
     assert held["kind"] == split["kind"]
+    # a config asking post-training for another split than the stored one is refused
+    with pytest.raises(stored.StoredSplitError, match="stored \\(protected\\) split"):
+        run_phase("posttrain", {"seed": 3, "cache_dir": cache_dir, "optim": QUICK, "output": str(tmp_path / "x"),
+                                "init": mid["model"], "target": MOL_TARGET,
+                                "split": {"kind": "forward", "val": 0.15, "test": 0.25}}, progress=False)
 
 
 @pytest.mark.slow

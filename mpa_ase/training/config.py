@@ -41,4 +41,6 @@ def check_head_phase_config(cfg: dict) -> None:
             raise ValueError(f"data[{k}] must be a mapping with a 'loader' key, got {spec!r}")
     targets = cfg.get("target")
     for t in ([] if targets is None else targets if isinstance(targets, list) else [targets]):
-        check_keys("target", t, {"data", "task"})
+        check_keys("target", t, {"data", "task", "split"})
+        if t.get("split") is not None:
+            check_keys("target split", t["split"], HEAD_PHASE_SECTIONS["split"])

@@ -32,7 +32,9 @@ def target_splits(cfg: dict, cache: EmbeddingCache) -> dict[str, dict]:
         kept = usable(samples, cache)
         if not kept:
             raise ValueError(f"target task {target['task']!r}: none of its {len(samples)} samples can be embedded")
-        records[target["task"]] = stored.check_held_out(draw_split(kept, cfg), target["task"])
+        # a target may set its own split (e.g. scaffold for molecules, cluster for crystals)
+        own = {**cfg, "split": {**(cfg.get("split") or {}), **(target.get("split") or {})}}
+        records[target["task"]] = stored.check_held_out(draw_split(kept, own), target["task"])
     return records
 
 
