@@ -326,3 +326,38 @@ def test_cli_errors_are_one_line_and_version(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.startswith("mpa-ase ")
+
+
+def test_run_md_many_nve_equals_ase_velocity_verlet(chgnet_calc64):
+    """Lockstep NVE of two structures with batched forces = ASE's VelocityVerlet on each."""
+    from ase.md.verlet import VelocityVerlet
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from mpa_ase.workflows import run_md_many
+
+    structs = [bulk("Si", "diamond", 5.43) * (2, 1, 1), bulk("NaCl", "rocksalt", 5.64)]
+    many = run_md_many(structs, chgnet_calc64, ensemble="nve", temperature_K=600, timestep_fs=1.0, steps=20,
+                       interval=5, seed=3)
+    rng = np.random.default_rng(3)
+    for a, res in zip(structs, many):
+        ref = a.copy()
+        MaxwellBoltzmannDistribution(ref, temperature_K=600, rng=rng)
+        ref.calc = chgnet_calc64
+        VelocityVerlet(ref, 1.0 * units.fs).run(20)
+        np.testing.assert_allclose(res.atoms.positions, ref.positions, atol=1e-9)
+        np.testing.assert_allclose(res.atoms.get_momenta(), ref.get_momenta(), atol=1e-9)
+        assert len(res.times_fs) == 5 and abs(res.drift_meV_per_atom) < 1.0
+    with pytest.raises(ValueError, match="run_md_many supports"):
+        run_md_many(structs, chgnet_calc64, ensemble="npt")
+
+
+@pytest.mark.slow
+def test_run_md_many_langevin_thermalises(chgnet_calc):
+    from mpa_ase.workflows import run_md_many
+
+    structs = [bulk("Cu", "fcc", 3.61) * (2, 2, 2), bulk("Al", "fcc", 4.05) * (2, 2, 2)]
+    res = run_md_many(structs, chgnet_calc, ensemble="langevin", temperature_K=500, timestep_fs=2.0, steps=200,
+                      interval=2, friction=0.05, thermalize=False, seed=1)
+    for r in res:
+        assert r.temperature[0] == 0.0
+        assert 350 < r.temperature[25:].mean() < 650  # 32 atoms: ±~25% fluctuations around 500 K

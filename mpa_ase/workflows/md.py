@@ -83,3 +83,75 @@ def run_md(atoms: Atoms, calc, ensemble: str = "nve", temperature_K: float = 300
         total_energy=etot, temperature=np.array(record["temp"]),
         drift_meV_per_atom=float(1e3 * (etot[-1] - etot[0]) / len(atoms)),
     )
+
+
+def run_md_many(structures, calc, ensemble: str = "nve", temperature_K: float = 300.0, timestep_fs: float = 1.0,
+                steps: int = 1000, interval: int = 10, friction: float = 0.01, seed: int = 0,
+                thermalize: bool = True, batch_size: int | None = None) -> list[MDResult]:
+    """MD of many structures in lockstep, the forces of all of them from one
+    batched model call per step (``calc.calculate_batch``; any ASE calculator
+    works, one call each). The same arguments and results as :func:`run_md`
+    for "nve" (velocity Verlet, the same update as ASE's ``VelocityVerlet``)
+    and "langevin" (BAOAB splitting; friction in 1/fs). ``batch_size`` bounds
+    the structures per model call.
+    """
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from mpa_ase.workflows.batch import evaluate_many
+
+    if ensemble not in ("nve", "langevin"):
+        raise ValueError(f"run_md_many supports 'nve' and 'langevin', got {ensemble!r} (use run_md for others)")
+    if not np.isfinite(timestep_fs) or timestep_fs <= 0:
+        raise ValueError(f"timestep_fs must be positive, got {timestep_fs}")
+    if not np.isfinite(temperature_K) or temperature_K < 0:
+        raise ValueError(f"temperature_K is an absolute temperature (>= 0 K), got {temperature_K}")
+    if int(steps) < 0 or int(interval) < 1:
+        raise ValueError(f"steps must be >= 0 and interval >= 1, got steps={steps}, interval={interval}")
+    rng = np.random.default_rng(seed)
+    systems = [a.copy() for a in structures]
+    for a in systems:
+        if thermalize:
+            MaxwellBoltzmannDistribution(a, temperature_K=temperature_K, rng=rng)
+    dt = timestep_fs * units.fs
+    gamma = friction / units.fs
+    masses = [a.get_masses()[:, None] for a in systems]
+
+    def forces_and_energies():
+        res = evaluate_many(systems, calc, batch_size=batch_size, properties=("energy", "forces"))
+        return [np.asarray(r["forces"]) for r in res], [float(r["energy"]) for r in res]
+
+    records = [{"t": [], "epot": [], "etot": [], "temp": []} for _ in systems]
+
+    def sample(step, energies):
+        for a, rec, e in zip(systems, records, energies):
+            rec["t"].append(step * timestep_fs)
+            rec["epot"].append(e)
+            rec["etot"].append(e + a.get_kinetic_energy())
+            rec["temp"].append(a.get_temperature())
+
+    forces, energies = forces_and_energies()
+    sample(0, energies)
+    kT = units.kB * temperature_K
+    for step in range(1, int(steps) + 1):
+        for a, f, m in zip(systems, forces, masses):
+            p = a.get_momenta() + 0.5 * dt * f  # B
+            if ensemble == "nve":
+                a.set_positions(a.get_positions() + dt * p / m)  # A
+            else:
+                a.set_positions(a.get_positions() + 0.5 * dt * p / m)  # A
+                c = np.exp(-gamma * dt)  # O: exact Ornstein-Uhlenbeck step of the momenta
+                p = c * p + np.sqrt((1 - c * c) * kT * m) * rng.standard_normal(p.shape)
+                a.set_positions(a.get_positions() + 0.5 * dt * p / m)  # A
+            a.set_momenta(p)
+        forces, energies = forces_and_energies()
+        for a, f in zip(systems, forces):
+            a.set_momenta(a.get_momenta() + 0.5 * dt * f)  # B
+        if step % int(interval) == 0:
+            sample(step, energies)
+    out = []
+    for a, rec in zip(systems, records):
+        etot = np.array(rec["etot"])
+        out.append(MDResult(atoms=a, times_fs=np.array(rec["t"]), potential_energy=np.array(rec["epot"]),
+                            total_energy=etot, temperature=np.array(rec["temp"]),
+                            drift_meV_per_atom=float(1e3 * (etot[-1] - etot[0]) / len(a))))
+    return out
