@@ -14,7 +14,7 @@ __all__ = ["Sample", "deduplicate", "group_tasks", "leakage_guard", "shared_data
 
 def load_source(spec: dict) -> list[Sample]:
     """Load the samples a config entry names: ``{"loader": name, ...options}``."""
-    from mpa_ase.data import crystals, molecules
+    from mpa_ase.data import crystals, molecules, user
 
     loaders = {
         "chemicals": molecules.load_chemicals,
@@ -24,6 +24,8 @@ def load_source(spec: dict) -> list[Sample]:
         "matcalc_phonon": crystals.load_matcalc_phonon,
         "elements": crystals.load_elements,
         "3dsc": crystals.load_3dsc,
+        "table": user.load_table,
+        "ase": user.load_ase,
     }
     options = dict(spec)
     name = options.pop("loader", None)

@@ -51,6 +51,9 @@ class Sample:
     build: Callable[[], list] = field(repr=False)
     smiles: str | None = None
     formula: str | None = None
+    # the property's nature; None: looked up in the built-in loaders' tables
+    extensive: bool | None = None
+    transform: str | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:

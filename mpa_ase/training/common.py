@@ -80,6 +80,10 @@ def task_meta(samples) -> dict:
     for _, (name, _, _, ext) in QM9_PROPERTIES.items():
         if s.source == "QM9" and s.property == name:
             extensive = ext
+    if s.extensive is not None:
+        extensive = bool(s.extensive)
+    if s.transform is not None:
+        transform = s.transform
     crystal = s.formula is not None
     if crystal:
         extensive = False  # per-cell totals depend on the (arbitrary) cell: crystal labels are per formula/atom
