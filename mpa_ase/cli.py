@@ -325,6 +325,19 @@ def cmd_demo(args) -> int:
             md.run(max(1, args.md_steps // 5))
         print(f"MD step {md.nsteps:4d}: Epot = {atoms.get_potential_energy():.4f} eV, "
               f"T = {atoms.get_temperature():6.1f} K")
+    if calc.heads:
+        # the property heads: an experimental property of this crystal, and of a molecule
+        from ase.build import molecule
+
+        ethanol = molecule("CH3CH2OH")
+        for label, structure in (("NaCl (relaxed)", atoms), ("ethanol", ethanol)):
+            r = calc.calculate_batch([structure])[0]
+            print(f"property heads, {label}:")
+            for name, info in calc.heads.items():
+                flag = "" if r.get(f"{name}_in_domain", 1.0) >= 0.5 else "   (outside the head's training domain)"
+                interval = (f"  [{r[name + '_lo']:.4g}, {r[name + '_hi']:.4g}] ({100 * info['interval_level']:.0f}%)"
+                            if f"{name}_lo" in r else "")
+                print(f"  {name:22s} {r[name]:10.4g} ± {r[name + '_std']:.3g} {info['unit']}{interval}{flag}")
     return 0
 
 
