@@ -129,3 +129,20 @@ def test_plugin_template_installs_and_runs():
     ref = 0.5 * np.sum(depth * ((1 - np.exp(-alpha * (d - r0))) ** 2 - 1) * (1 - (d / 6.0) ** 2) ** 2)
     assert atoms.get_potential_energy() == pytest.approx(ref, abs=1e-9)
     assert np.abs(atoms.get_forces().sum(axis=0)).max() < 1e-10  # momentum conservation
+
+
+def test_matgl_hub_name_offline_is_refused_at_once(monkeypatch, tmp_path):
+    pytest.importorskip("matgl")
+    import time
+
+    import matgl.config
+
+    from mpa_ase import MPACalculator
+    from mpa_ase.errors import CheckpointError
+
+    monkeypatch.delenv("MPA_ALLOW_DOWNLOAD", raising=False)
+    monkeypatch.setattr(matgl.config, "MATGL_CACHE", tmp_path)  # an empty cache
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match="neither a local folder nor in matgl's cache"):
+        MPACalculator(backbone="matgl", model="TensorNet-MatPES-PBE-v2025.1-PES")
+    assert time.perf_counter() - t0 < 5.0  # no network retries

@@ -101,6 +101,16 @@ def load_backbone(model: str | None = None, **_options) -> MatGLBackbone:
             "or a matgl model name when online"
         )
     name = str(model)
+    if not os.path.isdir(name) and os.environ.get("MPA_ALLOW_DOWNLOAD") != "1":
+        from matgl.config import MATGL_CACHE
+
+        cached = os.path.join(str(MATGL_CACHE), name)
+        if not os.path.isdir(cached):
+            # matgl would try to download it (and retry for about a minute offline)
+            raise CheckpointError(
+                f"matgl model {name!r} is neither a local folder nor in matgl's cache ({MATGL_CACHE}); pass "
+                "model=<path to the model folder>, or set MPA_ALLOW_DOWNLOAD=1 to let matgl download it"
+            )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
