@@ -499,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line; --debug shows the traceback
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name in ("rdkit", "scipy", "pandas", "chemicals", "pymatgen"):
+            message += " (training, validation and SMILES input need the extra: pip install 'mpa-ase[train]')"
         print(f"mpa {args.command}: error: {type(exc).__name__}: {message} (--debug shows the traceback)",
               file=sys.stderr)
         return 1
