@@ -361,15 +361,13 @@ def regression_metrics(y, pred, std=None) -> dict:
 
 
 def plot_learning_curve(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend switch
 
     if not history:
         return
     epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.add_subplot()
     ax.plot(epochs, [h["train_loss"] for h in history], label="train loss (Huber, standardised)")
     ax.plot(epochs, [h["val_metric"] for h in history], label="val MAE (standardised)")
     ax.set_xlabel("epoch")
@@ -377,19 +375,16 @@ def plot_learning_curve(history: list[dict], path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_parity(metrics: dict, path: Path, max_panels: int = 6) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     tasks = [t for t, m in metrics.items() if "test_predictions" in m][:max_panels]
     if not tasks:
         return
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.6), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(tasks), 3.6))
+    axes = fig.subplots(1, len(tasks), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         p = metrics[task]["test_predictions"]
         y, pred = np.array(p["y"]), np.array(p["pred"])
@@ -402,4 +397,3 @@ def plot_parity(metrics: dict, path: Path, max_panels: int = 6) -> None:
         ax.set_ylabel(f"predicted ({unit})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
