@@ -264,12 +264,8 @@ def plots(results: dict, elements, prefix: str) -> None:
 
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
-    import numpy as _np
-
-    from common import RESULTS as _R  # noqa: F401
-
     for k, (name, r) in enumerate(results.items()):
-        band = _np.array(r["diamond"]["_band"])
+        band = np.array(r["diamond"]["_band"])
         ax.plot(band, color=f"C{k}", lw=0.8, label=[name] + [None] * (band.shape[1] - 1))
     dft = results[next(iter(results))]["diamond"]
     ax.set_title(f"diamond phonons (DFT Γ-optical {dft['dft_gamma_optical_THz']:.2f} THz)", fontsize=9)

@@ -236,7 +236,6 @@ def test_conformal_quantile_covers_the_level():
 def test_head_domain_bounds_and_intervals():
     from ase.build import bulk, molecule
 
-    from mpa_ase.graph import AtomsGraph
     from mpa_ase.heads import PropertyHead, TargetTransform
 
     head = PropertyHead("tb", "K", 8, members=3, elements=[1, 6, 8], material="molecule", lower_bound=0.0,

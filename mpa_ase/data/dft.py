@@ -179,8 +179,35 @@ def load_wbm(limit: int | None = None, seed: int = 0, max_atoms: int | None = No
     return out
 
 
+def load_replay_binaries(limit: int | None = 200, rattle: float = 0.05, max_atoms: int | None = 16,
+                         seed: int = 0) -> list[LabelledStructure]:
+    """Unlabelled structures for the forgetting guard: matcalc's Alexandria
+    binaries (the phonon set; not used by any fidelity evaluation), rattled by
+    ``rattle`` Å so forces are not zero. The original model labels them."""
+    path = shared_data_dir() / "crystals" / "matcalc_benchmarks" / "alexandria-binary-pbe-phonon-2025.1.json.gz"
+    rows = json.load(gzip.open(require_file(path)))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(rows))
+    out = []
+    for k in order:
+        r = rows[int(k)]
+        structure = r["structure"] if isinstance(r["structure"], dict) else json.loads(
+            r["structure"].replace("'", '"').replace("True", "true").replace("False", "false")
+            .replace("None", "null"))
+        atoms = _atoms(structure)
+        if max_atoms is not None and len(atoms) > max_atoms:
+            continue
+        if rattle > 0:
+            atoms.rattle(rattle, seed=int(k))
+        out.append(LabelledStructure(atoms=atoms, identity=f"replay:{r['mp_id']}", source="replay_binaries",
+                                     group=f"replay:{r['mp_id']}", info={"formula": r["formula"]}))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
 LOADERS = {"alexandria_pressure": load_alexandria_pressure, "phonopy_forces": load_phonopy_forces,
-           "wbm": load_wbm}
+           "wbm": load_wbm, "replay_binaries": load_replay_binaries}
 
 
 def load_structures(spec: dict, *, for_training: bool = True) -> list[LabelledStructure]:

@@ -18,7 +18,7 @@ from mpa_ase.checkpoint import atomic_save, model_file, read_parts
 from mpa_ase.data import load_source
 from mpa_ase.data.samples import physical_lower_bound, sample_elements
 from mpa_ase.heads import PropertyHead, TargetTransform, Trunk
-from mpa_ase.training.config import check_head_phase_config, check_keys
+from mpa_ase.training.config import check_head_phase_config, check_keys, load_yaml_or_dict
 from mpa_ase.training.embeddings import EmbeddingCache
 from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP, check_head_init, choose_sources,
                                          cv_options, describe_candidate, init_from_head, inner_folds,
@@ -36,15 +36,7 @@ KNOWN_KEYS = {
     "head_init_cv", "splits",
 }
 def read_config(path_or_dict) -> dict:
-    if isinstance(path_or_dict, dict):
-        cfg = dict(path_or_dict)
-    else:
-        import yaml
-
-        path = Path(path_or_dict)
-        if not path.exists():
-            raise FileNotFoundError(f"config file {path} not found")
-        cfg = yaml.safe_load(path.read_text()) or {}
+    cfg = load_yaml_or_dict(path_or_dict)
     check_keys("config", cfg, KNOWN_KEYS)
     check_head_phase_config(cfg)
     if cfg.get("trainable", "frozen") != "frozen":

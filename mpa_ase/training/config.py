@@ -6,6 +6,23 @@ from __future__ import annotations
 import difflib
 
 
+def load_yaml_or_dict(path_or_dict) -> dict:
+    """A config given as a dict (copied) or as a YAML file path."""
+    if isinstance(path_or_dict, dict):
+        return dict(path_or_dict)
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path_or_dict)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} not found")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: a config is a mapping of keys, got {type(cfg).__name__}")
+    return cfg
+
+
 def check_keys(section: str, d, known) -> None:
     """Raise ValueError for keys of mapping ``d`` not in ``known``, with the nearest valid one."""
     if not isinstance(d, dict):

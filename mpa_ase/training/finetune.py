@@ -39,14 +39,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mpa_ase import __version__
 from mpa_ase.checkpoint import atomic_save, load_model, model_file, safe_load
 from mpa_ase.data.dft import LabelledStructure, is_held_out, load_structures
 from mpa_ase.errors import CheckpointError
 from mpa_ase.graph import AtomsGraph, SystemNeighbors
 from mpa_ase.neighbors import neighbor_list
 from mpa_ase.neighbors.geometry import as_cell, as_pbc
-from mpa_ase.training.config import check_keys
+from mpa_ase.training.config import check_keys, load_yaml_or_dict
 from mpa_ase.training.trainer import code_fingerprint
 
 log = logging.getLogger(__name__)
@@ -106,15 +105,7 @@ def parse_trainable(value) -> tuple[str, int]:
 
 
 def read_finetune_config(path_or_dict) -> dict:
-    if isinstance(path_or_dict, dict):
-        cfg = dict(path_or_dict)
-    else:
-        import yaml
-
-        path = Path(path_or_dict)
-        if not path.exists():
-            raise FileNotFoundError(f"config file {path} not found")
-        cfg = yaml.safe_load(path.read_text()) or {}
+    cfg = load_yaml_or_dict(path_or_dict)
     check_keys("finetune config", cfg, KNOWN_KEYS)
     if "output" not in cfg:
         raise ValueError("config needs an 'output' folder")

@@ -8,6 +8,15 @@ import numpy as np
 from ase import Atoms, units
 
 
+def _check_md_settings(timestep_fs, temperature_K, steps, interval) -> None:
+    if not np.isfinite(timestep_fs) or timestep_fs <= 0:
+        raise ValueError(f"timestep_fs must be positive, got {timestep_fs}")
+    if not np.isfinite(temperature_K) or temperature_K < 0:
+        raise ValueError(f"temperature_K is an absolute temperature (>= 0 K), got {temperature_K}")
+    if int(steps) < 0 or int(interval) < 1:
+        raise ValueError(f"steps must be >= 0 and interval >= 1, got steps={steps}, interval={interval}")
+
+
 @dataclass
 class MDResult:
     atoms: Atoms
@@ -30,12 +39,7 @@ def run_md(atoms: Atoms, calc, ensemble: str = "nve", temperature_K: float = 300
     """
     from ase.md import Langevin, VelocityVerlet
 
-    if not np.isfinite(timestep_fs) or timestep_fs <= 0:
-        raise ValueError(f"timestep_fs must be positive, got {timestep_fs}")
-    if not np.isfinite(temperature_K) or temperature_K < 0:
-        raise ValueError(f"temperature_K is an absolute temperature (>= 0 K), got {temperature_K}")
-    if int(steps) < 0 or int(interval) < 1:
-        raise ValueError(f"steps must be >= 0 and interval >= 1, got steps={steps}, interval={interval}")
+    _check_md_settings(timestep_fs, temperature_K, steps, interval)
     if ensemble == "npt" and not atoms.pbc.all():
         raise ValueError("NPT needs a 3D periodic cell")
     atoms = atoms.copy()
@@ -101,12 +105,7 @@ def run_md_many(structures, calc, ensemble: str = "nve", temperature_K: float = 
 
     if ensemble not in ("nve", "langevin"):
         raise ValueError(f"run_md_many supports 'nve' and 'langevin', got {ensemble!r} (use run_md for others)")
-    if not np.isfinite(timestep_fs) or timestep_fs <= 0:
-        raise ValueError(f"timestep_fs must be positive, got {timestep_fs}")
-    if not np.isfinite(temperature_K) or temperature_K < 0:
-        raise ValueError(f"temperature_K is an absolute temperature (>= 0 K), got {temperature_K}")
-    if int(steps) < 0 or int(interval) < 1:
-        raise ValueError(f"steps must be >= 0 and interval >= 1, got steps={steps}, interval={interval}")
+    _check_md_settings(timestep_fs, temperature_K, steps, interval)
     rng = np.random.default_rng(seed)
     systems = [a.copy() for a in structures]
     for a in systems:
