@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         samples = [s for s in load_source(data) if s.task == task and cache.has(s)]
         train, val, test = stored.apply(samples, record, task)
         ridge = ridge_baseline(cache, train, val, test, log_target=heads[name].transform.kind == "log10")
-        interval = m["test"].get("interval") or {}
+        interval = m.get("interval") or {}
         report.append({"head": name, "unit": m["unit"], "task": task, "split": record["kind"],
                        "n_train": m["n_train"], "n_test": m["n_test"],
                        **{f"test_{k}": v for k, v in m["test"].items() if k != "interval"},

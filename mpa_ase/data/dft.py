@@ -99,9 +99,11 @@ def _atoms(d: dict):
 
 
 def load_alexandria_pressure(pressures=PRESSURES_GPA, limit: int | None = None, max_atoms: int | None = 32,
-                             seed: int = 0) -> list[LabelledStructure]:
+                             seed: int = 0, zero_forces: bool = False) -> list[LabelledStructure]:
     """Alexandria PBE high-pressure set: ``limit`` materials (drawn by ``seed``),
-    each at every pressure given (GPa), with energy and stress."""
+    each at every pressure given (GPa), with energy and stress. The structures
+    are relaxed at their pressure, so their forces vanish to the relaxation's
+    tolerance: ``zero_forces`` uses that as force labels (zeros)."""
     pressures = [int(p) for p in pressures]
     bad = sorted(set(pressures) - set(PRESSURES_GPA))
     if bad:
@@ -126,6 +128,7 @@ def load_alexandria_pressure(pressures=PRESSURES_GPA, limit: int | None = None, 
                 atoms=atoms, identity=f"alexandria:{mat}@{p}GPa", source="Alexandria_PBE", group=f"alexandria:{mat}",
                 energy=energy_from_enthalpy(e["data"]["energy_total"], p, atoms.get_volume()),
                 stress=vasp_kbar_to_ase(e["data"]["stress"]),
+                forces=np.zeros((len(atoms), 3)) if zero_forces else None,
                 info={"pressure_GPa": p, "formula": e["data"]["formula"], "enthalpy_eV": e["data"]["energy_total"]},
             ))
     return out
