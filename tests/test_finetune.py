@@ -48,6 +48,8 @@ def test_alexandria_energies_and_stresses_are_thermodynamically_consistent(share
         raw.append(abs((b.info["enthalpy_eV"] + p * vb) - a.info["enthalpy_eV"] - expected) / expected)
     assert len(converted) >= 20
     assert np.median(converted) < 0.03 and np.median(raw) > 0.5
+    zf = load_structures({"loader": "alexandria_pressure", "limit": 2, "pressures": [25], "zero_forces": True})
+    assert all(s.forces.shape == (len(s.atoms), 3) and not s.forces.any() for s in zf)
 
 
 def test_held_out_data_never_trains(shared_data):
