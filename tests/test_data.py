@@ -185,3 +185,22 @@ def test_leakage_guard_removes_targets_from_midtraining(tmp_path):
     assert "flash_point@NFPA 497 (2008)" not in {s.task for s in kept}
     plain, removed = leakage_guard(kept, set())
     assert removed == 0 and len(plain) == len(kept)
+
+
+def test_grouped_splits_have_a_validation_side_and_vary_with_the_seed():
+    """Small experimental sets dominated by a few big scaffolds: val is never empty
+    (early stopping must not run on training data), and seeds give other test sets."""
+    samples = load_chemicals("flash_point", sources=["Serat DIPPR (2017)"])
+    n = len({s.identity for s in samples})
+    tests = []
+    for seed in range(3):
+        train, val, test = split(samples, "scaffold", 0.1, 0.2, seed=seed)
+        # only ~20% of these compounds sit outside the two big scaffolds (acyclic, benzene),
+        # so both held-out sides come out smaller than asked, but neither is empty
+        assert 0.03 * n <= len(val) <= 0.1 * n + 1 and 0.1 * n <= len(test) <= 0.2 * n + 1
+        tests.append(test)
+    assert tests[0] != tests[1] and tests[1] != tests[2]
+    # a split that cannot be drawn is an error, not a silent fallback
+    one_scaffold = [s for s in samples if murcko_scaffold(s.smiles) == ""][:40]
+    with pytest.raises(ValueError, match="left the test side empty"):
+        split(one_scaffold, "scaffold", 0.1, 0.2, seed=0)

@@ -151,18 +151,27 @@ def split(samples, kind: str = "random", val: float = 0.1, test: float = 0.2, se
             clusters[_group_key(groups[i][0], kind)].append(i)
     keys = sorted(clusters)
     # held-out clusters are drawn small ones first in a seeded order, so the
-    # big generic clusters (e.g. acyclic molecules) stay in training
+    # big generic clusters (e.g. acyclic molecules) stay in training; each
+    # goes to the held-out side that is furthest below its share, so val and
+    # test fill together (filling test first left val empty on small sets)
     keys = [keys[k] for k in rng.permutation(len(keys))]
     keys.sort(key=lambda k: len(clusters[k]))
-    test_ids, val_ids, train_ids = set(), set(), set()
+    sides = {"test": (set(), test * n), "val": (set(), val * n)}
+    train_ids = set()
     for key in keys:
         members = clusters[key]
-        if len(test_ids) + len(members) <= test * n:
-            test_ids.update(members)
-        elif len(val_ids) + len(members) <= val * n:
-            val_ids.update(members)
-        else:
+        open_sides = [name for name, (ids, cap) in sides.items() if cap > 0 and len(ids) + len(members) <= cap]
+        if not open_sides:
             train_ids.update(members)
+            continue
+        name = min(open_sides, key=lambda x: (len(sides[x][0]) / sides[x][1], x))
+        sides[name][0].update(members)
+    test_ids, val_ids = sides["test"][0], sides["val"][0]
+    for name, ids, frac in (("test", test_ids, test), ("val", val_ids, val)):
+        if frac > 0 and not ids and n >= 10:
+            raise ValueError(f"{kind} split (seed {seed}) of {n} compounds left the {name} side empty: no "
+                             f"{'cluster' if kind != 'scaffold' else 'scaffold'} group is small enough; use a "
+                             "larger fraction, a random split, or more data")
     return train_ids, val_ids, test_ids
 
 
