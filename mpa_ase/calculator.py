@@ -48,14 +48,6 @@ def _head_suffixes(head) -> list[str]:
     return suffixes
 
 
-def _symbols(numbers) -> str:
-    if numbers is None:
-        return "any"
-    from ase.data import chemical_symbols
-
-    return " ".join(chemical_symbols[z] for z in numbers)
-
-
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -236,18 +228,19 @@ class MPACalculator(Calculator):
         stress = out["stress"].detach().to("cpu", torch.float64).numpy() if "stress" in out else None
         extras = {k: per_atom(k) for k in self.model.backbone.extra_properties if k in out}
         per_system = {}
+        outside = []
         for name in self.model.heads:
             for key in (name, f"{name}_std", f"{name}_lo", f"{name}_hi", f"{name}_in_domain"):
                 if key in out:
                     per_system[key] = out[key].detach().to("cpu", torch.float64).numpy()
             flags = per_system.get(f"{name}_in_domain")
             if flags is not None and (flags < 0.5).any():
-                bad = [s for s in range(graph.num_systems) if flags[s] < 0.5]
-                head = self.model.heads[name]
-                warnings.warn(
-                    f"{name}: structure(s) {bad[:5]} lie outside this head's training domain (elements "
-                    f"{_symbols(head.config.get('elements'))}, {head.config.get('material') or 'any'} structures); "
-                    f"results['{name}_in_domain'] is 0 and the value is an extrapolation", stacklevel=4)
+                outside.append(f"{name} (structures {[s for s in range(graph.num_systems) if flags[s] < 0.5][:5]})")
+        if outside:
+            warnings.warn(
+                f"outside the training domain (elements or material kind) of: {', '.join(outside)}; those values "
+                "are extrapolations (results[name + '_in_domain'] is 0; calc.heads[name] lists the domain)",
+                stacklevel=4)
         results = []
         for s in range(graph.num_systems):
             r = {

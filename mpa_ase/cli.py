@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -331,7 +332,9 @@ def cmd_demo(args) -> int:
 
         ethanol = molecule("CH3CH2OH")
         for label, structure in (("NaCl (relaxed)", atoms), ("ethanol", ethanol)):
-            r = calc.calculate_batch([structure])[0]
+            with warnings.catch_warnings():  # the domain flag is printed beside each value
+                warnings.simplefilter("ignore")
+                r = calc.calculate_batch([structure])[0]
             print(f"property heads, {label}:")
             for name, info in calc.heads.items():
                 flag = "" if r.get(f"{name}_in_domain", 1.0) >= 0.5 else "   (outside the head's training domain)"

@@ -87,3 +87,25 @@ def test_predict_cli_prints_properties(capsys):
     assert main(["predict", "--smiles", "CCO", "--conformers", "2", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "boiling_point (K)" in out and "±" in out and "CCO" in out
+
+
+def test_heads_flag_structures_outside_their_domain_and_respect_bounds(calc):
+    """Tried as a user would: the boiling-point head on Cu metal, the flash-point head on He."""
+    from ase import Atoms
+    from ase.build import molecule
+
+    cu = bulk("Cu", "fcc", 3.61)
+    cu.calc = calc
+    with pytest.warns(UserWarning, match="outside the training domain.*boiling_point"):
+        calc.get_property("boiling_point", cu)
+    assert calc.results["boiling_point_in_domain"] == 0.0
+    he = Atoms("He", positions=[[0, 0, 0]])
+    r = calc.calculate_batch([he])[0]
+    assert r["flash_point"] >= 0.0 and r["flash_point_in_domain"] == 0.0  # never a negative absolute temperature
+    ethanol = molecule("CH3CH2OH")
+    r = calc.calculate_batch([ethanol])[0]
+    assert r["boiling_point_in_domain"] == 1.0 and r["band_gap_in_domain"] == 0.0  # a molecule is not a crystal
+    for name, info in calc.heads.items():
+        assert info["elements"] and info["material"] in ("molecule", "crystal")
+        if info["interval_level"] is not None:
+            assert r[f"{name}_lo"] <= r[name] <= r[f"{name}_hi"]
