@@ -268,6 +268,11 @@ def plots(results: dict, elements, prefix: str) -> None:
     for k, (name, r) in enumerate(results.items()):
         band = np.array(r["diamond"]["_band"])
         ax.plot(band, color=f"C{k}", lw=0.8, label=[name] + [None] * (band.shape[1] - 1))
+    from mpa_ase.data.samples import shared_data_dir
+
+    ref = np.load(shared_data_dir() / "phonons/diamond_dft_phonons/dft_band.npz")
+    dft_band = np.sort(ref["freqs_cm1"] / CM1_PER_THZ, axis=1)
+    ax.plot(dft_band, "k--", lw=0.8, label=["DFT"] + [None] * (dft_band.shape[1] - 1))
     dft = results[next(iter(results))]["diamond"]
     ax.set_title(f"diamond phonons (DFT Γ-optical {dft['dft_gamma_optical_THz']:.2f} THz)", fontsize=9)
     ax.set_xlabel("q-point index along the DFT band path")
