@@ -73,9 +73,10 @@ class MPACalculator(Calculator):
             build. 0 rebuilds on every call.
 
     Each ``calculate`` computes what ASE asks for: energy and forces always
-    (one backward pass gives both), stress only when asked, property heads
-    only when a head (or its ``_std``) is asked; ASE's cache asks again for
-    what is missing. The constructor's settings are ``calc.parameters``
+    (one backward pass gives both), stress only once it has been asked for
+    (from then on with every calculation, so that a cell relaxation or NPT
+    run costs one model call per step), property heads only when a head (or
+    its ``_std``) is asked; ASE's cache asks again for what is missing. The constructor's settings are ``calc.parameters``
     (``calc.todict()``); ``calc.set(...)`` changes them.
 
     Results are in ASE units: energy eV, forces eV/Å, stress eV/Å³ (Voigt,
@@ -103,6 +104,7 @@ class MPACalculator(Calculator):
     ):
         super().__init__(**kwargs)
         self.model = None
+        self._stress_asked = False
         self._configure(model=model, backbone=backbone, device=device, dtype=dtype,
                         neighbor_backend=neighbor_backend, skin=skin)
 
@@ -185,8 +187,14 @@ class MPACalculator(Calculator):
             self.atoms, self.model.cutoff, dtype=self.dtype, device=self.device,
             neighbors=self.neighbors, reuse_neighbors=True,
         )
+        work = self._work_for(properties)
+        # Once a caller has asked for the stress (a cell relaxation, NPT, a script asking
+        # energy, forces, stress in turn), it comes with every later calculation: asking for
+        # it separately each step would cost a second model call per step.
+        self._stress_asked = self._stress_asked or work["compute_stress"]
+        work["compute_stress"] = self._stress_asked and bool(self.atoms.pbc.all())
         # Same configuration, more asked (e.g. stress after forces): keep what is known.
-        self.results = {**previous, **self._run(graph, **self._work_for(properties))[0]}
+        self.results = {**previous, **self._run(graph, **work)[0]}
 
     # -------------------------------------------------------------- batched
     def calculate_batch(self, structures: Sequence, batch_size: int | None = None,

@@ -52,7 +52,7 @@ def test_forces_only_skips_stress_and_heads(default_calc):
         stress = atoms.get_stress()  # ASE asks again for what is missing
         assert calls[-1] == {"stress": True, "heads": False}
         gap = calc.get_property("band_gap", atoms)
-        assert calls[-1] == {"stress": False, "heads": True} and len(calls) == 3
+        assert calls[-1] == {"stress": True, "heads": True} and len(calls) == 3  # stress: asked before
         # what was known is kept, and equals a call that asks for everything
         assert {"energy", "forces", "stress", "band_gap", "band_gap_std"} <= set(calc.results)
         full = calc.calculate_batch([atoms])[0]
@@ -60,10 +60,26 @@ def test_forces_only_skips_stress_and_heads(default_calc):
         np.testing.assert_allclose(stress, full["stress"], atol=1e-8)
         assert energy == pytest.approx(full["energy"], abs=1e-6)
         assert gap == pytest.approx(full["band_gap"], abs=1e-6)
-        # a changed structure clears everything
+        # a changed structure clears everything; the stress, asked for once, now comes with every call
         atoms.positions[0, 0] += 0.01
         atoms.get_forces()
-        assert "stress" not in calc.results and calls[-1] == {"stress": False, "heads": False}
+        assert "band_gap" not in calc.results and calls[-1] == {"stress": True, "heads": False}
+    finally:
+        del calc.model.forward
+
+
+def test_cell_relaxation_costs_one_model_call_per_step():
+    """FrechetCellFilter asks forces, then stress, every step: one model call each step, not two."""
+    from mpa_ase.workflows import relax
+
+    calc = MPACalculator(backbone="chgnet", device="cpu", skin=0.0)
+    calls = _spy(calc)
+    try:
+        atoms = bulk("Cu", "fcc", 3.7) * (2, 1, 1)
+        atoms.rattle(0.02, seed=1)
+        res = relax(atoms, calc, fmax=0.05, steps=30)
+        assert len(calls) <= res.steps + 3  # the first step asks stress separately once
+        assert all(c["stress"] for c in calls[2:])
     finally:
         del calc.model.forward
 
