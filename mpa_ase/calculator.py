@@ -134,8 +134,11 @@ class MPACalculator(Calculator):
         new["skin"] = float(new["skin"])
         self.parameters.update(new)
         self.implemented_properties = list(_BASE_PROPERTIES) + list(self.model.backbone.extra_properties)
-        for name, head in self.model.heads.items():
-            self.implemented_properties += [name + suffix for suffix in _head_suffixes(head)]
+        # result keys of each head, fixed per model (read on every calculation)
+        self._head_keys = {name: [name + suffix for suffix in _head_suffixes(head)]
+                           for name, head in self.model.heads.items()}
+        for keys in self._head_keys.values():
+            self.implemented_properties += keys
 
     def set(self, **kwargs) -> dict:
         """Change settings (``model``, ``backbone``, ``device``, ``dtype``,
@@ -176,8 +179,7 @@ class MPACalculator(Calculator):
     def _work_for(self, properties) -> dict:
         want = set(properties)
         return {"compute_stress": "stress" in want,
-                "compute_heads": any(n + suffix in want for n, h in self.model.heads.items()
-                                     for suffix in _head_suffixes(h))}
+                "compute_heads": any(k in want for keys in self._head_keys.values() for k in keys)}
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         self._check_properties(properties)
@@ -237,8 +239,8 @@ class MPACalculator(Calculator):
         extras = {k: per_atom(k) for k in self.model.backbone.extra_properties if k in out}
         per_system = {}
         outside = []
-        for name in self.model.heads:
-            for key in (name, f"{name}_std", f"{name}_lo", f"{name}_hi", f"{name}_in_domain"):
+        for name, keys in self._head_keys.items():
+            for key in keys:
                 if key in out:
                     per_system[key] = out[key].detach().to("cpu", torch.float64).numpy()
             flags = per_system.get(f"{name}_in_domain")

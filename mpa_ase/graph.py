@@ -69,15 +69,22 @@ def system_neighbors(
     else:
         i, j, s = neighbor_list(positions, cell, pbc, cutoff, backend=backend)
     if len(i):
-        vec = positions[j] - positions[i] + s @ cell
-        d2 = np.einsum("ij,ij->i", vec, vec)
-        k = int(np.argmin(d2))
-        if d2[k] < min_distance**2:
-            raise OverlappingAtomsError(
-                f"{label}: atoms {int(i[k])} and {int(j[k])} are {np.sqrt(d2[k]):.4f} Å apart "
-                f"(minimum {min_distance} Å); check the positions"
-            )
+        k, d = closest_pair(positions[j] - positions[i] + s @ cell)
+        if d < min_distance:
+            raise overlap_error(label, int(i[k]), int(j[k]), d, min_distance)
     return SystemNeighbors(i, j, s)
+
+
+def closest_pair(vectors: np.ndarray) -> tuple[int, float]:
+    """Index and length of the shortest of ``vectors`` (pair vectors)."""
+    d2 = np.einsum("ij,ij->i", vectors, vectors)
+    k = int(np.argmin(d2))
+    return k, float(np.sqrt(d2[k]))
+
+
+def overlap_error(label: str, a: int, b: int, distance: float, min_distance: float) -> OverlappingAtomsError:
+    return OverlappingAtomsError(f"{label}: atoms {a} and {b} are {distance:.4f} Å apart "
+                                 f"(minimum {min_distance} Å); check the positions")
 
 
 SMALL_SYSTEM = 48  # atoms; batches of systems no larger than this get their lists in one Numba call
@@ -107,15 +114,12 @@ def small_systems_neighbors(atoms_list, cutoff: float, min_distance: float = MIN
         system = np.repeat(np.arange(len(atoms_list)), n_atoms)
         vec = pos[j] - pos[i] + np.einsum("ek,ekl->el", shifts.astype(np.float64),
                                          np.stack([as_cell(a.cell.array) for a in atoms_list])[system[i]])
-        d2 = np.einsum("ij,ij->i", vec, vec)
-        e = int(np.argmin(d2))
-        if d2[e] < min_distance**2:
+        e, d = closest_pair(vec)
+        if d < min_distance:
             s = int(system[i[e]])
             start = int(n_atoms[:s].sum())
-            raise OverlappingAtomsError(
-                f"structure {s} ({atoms_list[s].get_chemical_formula()}): atoms {int(i[e]) - start} and "
-                f"{int(j[e]) - start} are {np.sqrt(d2[e]):.4f} Å apart (minimum {min_distance} Å); check the positions"
-            )
+            raise overlap_error(f"structure {s} ({atoms_list[s].get_chemical_formula()})", int(i[e]) - start,
+                                int(j[e]) - start, d, min_distance)
     starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
     bounds = np.concatenate([[0], np.cumsum(per_system)])
     return [SystemNeighbors(i[bounds[s]:bounds[s + 1]] - starts[s], j[bounds[s]:bounds[s + 1]] - starts[s],

@@ -313,6 +313,12 @@ def test_impossible_workflow_settings_are_refused(chgnet_calc):
             run_md(si, chgnet_calc, **kwargs)
     with pytest.raises(ValueError, match="fmax must be a positive"):
         relax(si, chgnet_calc, fmax=-0.01)
+    from mpa_ase.workflows import relax_many, run_md_many
+
+    with pytest.raises(ValueError, match="max_atoms and max_structures must be >= 1"):
+        relax_many([si], chgnet_calc, max_atoms=0)
+    with pytest.raises(ValueError, match="friction must be >= 0"):
+        run_md_many([si], chgnet_calc, ensemble="langevin", friction=-0.1, steps=1)
 
 
 def test_cli_errors_are_one_line_and_version(tmp_path, capsys):

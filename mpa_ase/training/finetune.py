@@ -39,14 +39,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mpa_ase.checkpoint import atomic_save, load_model, model_file, safe_load
+from mpa_ase.checkpoint import FORMAT, atomic_save, load_model, model_file, model_from_file, safe_load
 from mpa_ase.data.dft import LabelledStructure, is_held_out, load_structures
 from mpa_ase.errors import CheckpointError
 from mpa_ase.graph import AtomsGraph, SystemNeighbors
 from mpa_ase.neighbors import neighbor_list
 from mpa_ase.neighbors.geometry import as_cell, as_pbc
 from mpa_ase.training.config import check_keys, load_yaml_or_dict
-from mpa_ase.training.trainer import code_fingerprint
+from mpa_ase.training.trainer import code_fingerprint, load_training_state, resume_state, save_training_state
 
 log = logging.getLogger(__name__)
 
@@ -376,30 +376,18 @@ class FinetuneTrainer:
         return {"history": state["history"], "finished": True, "best_metric": state["best_metric"]}
 
     def _save(self, state: dict) -> None:
-        if self.rank != 0:
-            return
-        atomic_save({
-            "format": FINETUNE_FORMAT, "fingerprint": self.fingerprint, "epoch": state["epoch"],
-            "module": self.model.state_dict(), "best_module": state["best_module"],
-            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
-            "best_metric": state["best_metric"], "bad_epochs": state["bad_epochs"],
-            "history": json.dumps(state["history"]),
-        }, self.checkpoint_path)
+        if self.rank == 0:
+            save_training_state(self.checkpoint_path, FINETUNE_FORMAT, self.fingerprint, self.model,
+                                self.optimizer, state)
 
     def _resume(self) -> dict | None:
-        if not self.checkpoint_path.exists():
+        obj = load_training_state(self.checkpoint_path, FINETUNE_FORMAT, self.fingerprint)
+        if obj is None:
             return None
-        obj = safe_load(self.checkpoint_path, FINETUNE_FORMAT)
-        if obj["fingerprint"] != self.fingerprint:
-            raise CheckpointError(
-                f"{self.checkpoint_path} belongs to a run with another config, other data or another mpa-ase "
-                "version; choose a new output folder or pass restart=True (--restart) to start over"
-            )
         self.model.load_state_dict(obj["module"])
         if self.optimizer is not None:
             self.optimizer.load_state_dict(obj["optimizer"])
-        return {"epoch": obj["epoch"], "best_metric": obj["best_metric"], "bad_epochs": obj["bad_epochs"],
-                "history": json.loads(obj["history"]), "best_module": obj["best_module"]}
+        return resume_state(obj)
 
 
 # ------------------------------------------------------------------- phase
@@ -430,10 +418,8 @@ def finetune(config, *, progress: bool = True, stop_after: int | None = None, fi
     loss = LossWeights.from_dict(cfg.get("loss"))
     optim = FinetuneOptim.from_dict(cfg.get("optim"), seed)
     if cfg.get("init"):
-        model = load_model(str(cfg["init"]))
-        from mpa_ase.checkpoint import read_parts
-
-        spec = read_parts(cfg["init"])[0]
+        obj = safe_load(cfg["init"], FORMAT)
+        model, spec = model_from_file(obj, cfg["init"]), dict(obj["backbone"])
         base = str(cfg["init"])
     else:
         bb = dict(cfg.get("backbone") or {"name": "chgnet"})

@@ -350,26 +350,43 @@ class Trainer:
 
     # ------------------------------------------------------- checkpoints
     def _save(self, state: dict) -> None:
-        if not self.checkpoint:
-            return
-        atomic_save({
-            "format": TRAIN_FORMAT, "fingerprint": self.fingerprint, "epoch": state["epoch"],
-            "module": self.headset.state_dict(), "best_module": state["best_module"],
-            "optimizer": self.optimizer.state_dict(), "best_metric": state["best_metric"],
-            "bad_epochs": state["bad_epochs"], "history": json.dumps(state["history"]),
-        }, self.checkpoint_path)
+        if self.checkpoint:
+            save_training_state(self.checkpoint_path, TRAIN_FORMAT, self.fingerprint, self.headset,
+                                self.optimizer, state)
 
     def _resume(self) -> dict | None:
-        if not self.checkpoint_path.exists():
+        obj = load_training_state(self.checkpoint_path, TRAIN_FORMAT, self.fingerprint)
+        if obj is None:
             return None
-        obj = safe_load(self.checkpoint_path, TRAIN_FORMAT)
-        if obj["fingerprint"] != self.fingerprint:
-            raise CheckpointError(
-                f"{self.checkpoint_path} belongs to a run with another config, other data or another mpa-ase "
-                "version; "
-                "choose a new output folder or pass restart=True (--restart) to start over"
-            )
         _load_tolerant(self.headset, obj["module"], self.checkpoint_path)
         self.optimizer.load_state_dict(obj["optimizer"])
-        return {"epoch": obj["epoch"], "best_metric": obj["best_metric"], "bad_epochs": obj["bad_epochs"],
-                "history": json.loads(obj["history"]), "best_module": obj["best_module"]}
+        return resume_state(obj)
+
+
+def save_training_state(path: Path, fmt: str, fingerprint: str, module: nn.Module, optimizer, state: dict) -> None:
+    """One atomic checkpoint of a training run (weights, optimizer, best weights, early-stopping state)."""
+    atomic_save({
+        "format": fmt, "fingerprint": fingerprint, "epoch": state["epoch"],
+        "module": module.state_dict(), "best_module": state["best_module"],
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "best_metric": state["best_metric"], "bad_epochs": state["bad_epochs"],
+        "history": json.dumps(state["history"]),
+    }, path)
+
+
+def load_training_state(path: Path, fmt: str, fingerprint: str) -> dict | None:
+    """The checkpoint at ``path`` (None when absent); one of another run is refused."""
+    if not path.exists():
+        return None
+    obj = safe_load(path, fmt)
+    if obj["fingerprint"] != fingerprint:
+        raise CheckpointError(
+            f"{path} belongs to a run with another config, other data or another mpa-ase version; "
+            "choose a new output folder or pass restart=True (--restart) to start over"
+        )
+    return obj
+
+
+def resume_state(obj: dict) -> dict:
+    return {"epoch": obj["epoch"], "best_metric": obj["best_metric"], "bad_epochs": obj["bad_epochs"],
+            "history": json.loads(obj["history"]), "best_module": obj["best_module"]}

@@ -106,6 +106,8 @@ def run_md_many(structures, calc, ensemble: str = "nve", temperature_K: float = 
     if ensemble not in ("nve", "langevin"):
         raise ValueError(f"run_md_many supports 'nve' and 'langevin', got {ensemble!r} (use run_md for others)")
     _check_md_settings(timestep_fs, temperature_K, steps, interval)
+    if not np.isfinite(friction) or friction < 0:
+        raise ValueError(f"friction must be >= 0 (1/fs), got {friction}")
     rng = np.random.default_rng(seed)
     systems = [a.copy() for a in structures]
     for a in systems:

@@ -133,6 +133,8 @@ def relax_many(structures, calc, fmax: float = 0.05, steps: int = 300, cell: boo
         raise ValueError(f"steps must be >= 0, got {steps}")
     if not isinstance(getattr(optimize, optimizer, None), type):
         raise ValueError(f"unknown optimizer {optimizer!r}; use an ase.optimize class name (FIRE, BFGS, LBFGS, ...)")
+    if max_atoms is not None and int(max_atoms) < 1 or int(max_structures) < 1:
+        raise ValueError(f"max_atoms and max_structures must be >= 1, got {max_atoms}, {max_structures}")
     structures = list(structures)
     max_atoms = int(max_atoms or default_max_atoms(calc, structures))
     pending = deque(range(len(structures)))
