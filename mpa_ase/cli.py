@@ -101,12 +101,34 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _launch_ranks(args) -> int:
+    """``mpa train --nproc N``: the same command under torchrun, one process per rank."""
+    import os
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+           "-m", "mpa_ase.cli", "train", args.phase, "--config", args.config]
+    cmd += [flag for flag, on in (("--restart", args.restart), ("--finish", args.finish), ("--quiet", args.quiet),
+                                  ("--debug", args.debug)) if on]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")  # N processes on N cores; raise it yourself for more
+    return subprocess.run(cmd, env=env).returncode
+
+
 def cmd_train(args) -> int:
     import json
+    import os
 
     from mpa_ase.training import run_phase
 
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_ranks(args)
+
     summary = run_phase(args.phase, args.config, progress=not args.quiet, restart=args.restart, finish=args.finish)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # rank 0 reports
     if args.phase == "finetune":
         m = summary.get("metrics", {})
         for when in ("val_before", "val_after"):
@@ -480,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finish", action="store_true",
                    help="stop an interrupted run now: write the best model from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes on this machine (runs torchrun; gloo on CPU, NCCL on GPU)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="relax a crystal and run a short MD with the default model")

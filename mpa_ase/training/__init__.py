@@ -9,9 +9,12 @@ def run_phase(phase: str, config, *, progress: bool = True, stop_after: int | No
     """Run one phase from a YAML path or a dict; resumes from the output folder's checkpoint.
 
     ``finish`` ends an interrupted run early: its best weights so far become the model.
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the run joins the
+    process group and trains data-parallel (:mod:`mpa_ase.training.distributed`).
     """
     from pathlib import Path
 
+    from mpa_ase.training import distributed
     from mpa_ase.training.common import PHASES, read_config
     from mpa_ase.training.finetune import finetune, read_finetune_config
     from mpa_ase.training.midtrain import midtrain
@@ -23,9 +26,11 @@ def run_phase(phase: str, config, *, progress: bool = True, stop_after: int | No
     cfg = read_finetune_config(config) if phase == "finetune" else read_config(config)
     if cfg.get("phase", phase) != phase:
         raise ValueError(f"config is for phase {cfg['phase']!r}, not {phase!r}")
-    if restart:
-        ckpt = Path(cfg["output"]) / "checkpoint.pt"
-        if ckpt.exists():
-            ckpt.unlink()
     fn = {"pretrain": pretrain, "midtrain": midtrain, "posttrain": posttrain, "finetune": finetune}[phase]
-    return fn(cfg, progress=progress, stop_after=stop_after, finish=finish)
+    with distributed.session(cfg.get("device")):
+        if restart and distributed.is_main():
+            ckpt = Path(cfg["output"]) / "checkpoint.pt"
+            if ckpt.exists():
+                ckpt.unlink()
+        distributed.barrier()
+        return fn(cfg, progress=progress, stop_after=stop_after, finish=finish)

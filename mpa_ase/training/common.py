@@ -19,6 +19,7 @@ from mpa_ase.data import load_source
 from mpa_ase.data.samples import physical_lower_bound, sample_elements
 from mpa_ase.heads import PropertyHead, TargetTransform, Trunk
 from mpa_ase.training.config import check_head_phase_config, check_keys, load_yaml_or_dict
+from mpa_ase.training.distributed import barrier, is_main
 from mpa_ase.training.embeddings import EmbeddingCache
 from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP, check_head_init, choose_sources,
                                          cv_options, describe_candidate, init_from_head, inner_folds,
@@ -216,9 +217,10 @@ def choose_head_start_by_cv(cfg, task, name, meta, dim, head_cfg, trunk, source_
     if not folds:
         log.warning("%s: no inner fold could be drawn from %d training samples; head start %s taken unscored",
                     task, len(train), report["candidate"])
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(path)
+    if is_main():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report, indent=1))
+        tmp.replace(path)
     return opts["candidates"][best], report
 
 
@@ -334,10 +336,12 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
     meta = {"phase": phase, "config": {k: v for k, v in cfg.items()}, "data_hash": data_hash(trainer.tasks),
             "history": result["history"], "metrics": {k: {kk: vv for kk, vv in v.items() if kk != "test_predictions"}
                                                        for k, v in metrics.items()}, **(extra_meta or {})}
-    atomic_save(model_file(spec, trunk, heads, **meta), out / "model.pt")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
-    plot_learning_curve(result["history"], out / "learning_curve.png")
-    plot_parity(metrics, out / "parity.png")
+    if is_main():
+        atomic_save(model_file(spec, trunk, heads, **meta), out / "model.pt")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
+        plot_learning_curve(result["history"], out / "learning_curve.png")
+        plot_parity(metrics, out / "parity.png")
+    barrier()  # the model file exists for every rank once this returns
     return {"finished": True, "output": str(out), "model": str(out / "model.pt"), "metrics": metrics,
             "history": result["history"]}
 

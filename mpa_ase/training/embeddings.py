@@ -20,6 +20,7 @@ from mpa_ase.backbones.base import Backbone
 from mpa_ase.checkpoint import atomic_save
 from mpa_ase.errors import MPAInputError
 from mpa_ase.graph import AtomsGraph
+from mpa_ase.training import distributed as dist
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,37 @@ class EmbeddingCache:
         atomic_save({"store": {k: list(v) for k, v in self.store.items()}, "failed": self.failed}, self.path)
 
     def fill(self, samples) -> None:
-        """Compute the embeddings of every structure of ``samples`` not cached yet."""
+        """Compute the embeddings of every structure of ``samples`` not cached yet.
+
+        Under torch.distributed each rank computes its share of the missing
+        structures, all ranks then hold every result, and rank 0 saves.
+        """
+        rank, world = dist.rank_world()
+        dist.barrier()  # every rank has read the same file before rank 0 may write it
         todo = [s for s in samples if any(k not in self.store and k not in self.failed for k in s.keys)]
         if not todo:
             return
+        if world == 1:
+            self._fill(todo, save=True)
+            return
+        before = set(self.store) | set(self.failed)
+        self._fill(dist.share(todo, rank, world), save=rank == 0)
+        mine = ({k: v for k, v in self.store.items() if k not in before},
+                {k: v for k, v in self.failed.items() if k not in before})
+        for store, failed in dist.all_gather_objects(mine):
+            self.store.update(store)
+            self.failed.update(failed)
+        if rank == 0:
+            self.save()
+        dist.barrier()
+
+    def _fill(self, todo, save: bool) -> None:
         dtype = self.backbone.default_dtype
         device = next(self.backbone.parameters(), torch.zeros(())).device
         pending: list[tuple[str, object]] = []
         saved = len(self.store)
-        bar = tqdm(total=len(todo), desc=f"embeddings ({self.backbone.name})", disable=not self.progress, leave=False)
+        bar = tqdm(total=len(todo), desc=f"embeddings ({self.backbone.name})", leave=False,
+                   disable=not self.progress or not dist.is_main())
         for sample in todo:
             try:
                 structures = sample.structures()
@@ -75,13 +98,14 @@ class EmbeddingCache:
             if len(pending) >= self.batch_size:
                 self._run(pending, dtype, device)
                 pending = []
-                if len(self.store) - saved >= self.save_every:  # an interrupted fill keeps its work
+                if save and len(self.store) - saved >= self.save_every:  # an interrupted fill keeps its work
                     self.save()
                     saved = len(self.store)
         if pending:
             self._run(pending, dtype, device)
         bar.close()
-        self.save()
+        if save:
+            self.save()
 
     def _run(self, items, dtype, device) -> None:
         try:

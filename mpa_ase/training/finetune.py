@@ -16,8 +16,9 @@ Forgetting guard (``replay``): structures labelled by the *original* model
 where the new data say nothing (distillation).
 
 Like the head phases: one checkpoint per epoch written atomically by rank 0,
-data order a function of (seed, epoch) only, sharded by rank when run under
-torch.distributed, so a killed run resumes to the same weights; early
+data order a function of (seed, epoch) only, so a killed run resumes to the
+same weights; under ``torchrun`` every rank takes its share of each minibatch
+and the gradients are summed (:mod:`mpa_ase.training.distributed`); early
 stopping on the validation split (whole groups: one material at all its
 pressures stays on one side); ``model.pt`` carries the backbone weights with
 provenance, loadable by ``MPACalculator(model=path)``.
@@ -45,6 +46,7 @@ from mpa_ase.errors import CheckpointError
 from mpa_ase.graph import AtomsGraph, SystemNeighbors
 from mpa_ase.neighbors import neighbor_list
 from mpa_ase.neighbors.geometry import as_cell, as_pbc
+from mpa_ase.training import distributed as dist
 from mpa_ase.training.config import check_keys, load_yaml_or_dict
 from mpa_ase.training.trainer import code_fingerprint, load_training_state, resume_state, save_training_state
 
@@ -236,28 +238,31 @@ def teacher_labels(model, bank: GraphBank, structures: list[LabelledStructure]) 
 
 
 def errors(model, bank: GraphBank, structures) -> dict:
-    """MAE of energy per atom (eV/atom), forces (eV/Å) and stress (eV/Å³ and GPa) where labelled."""
+    """MAE of energy per atom (eV/atom), forces (eV/Å) and stress (eV/Å³ and GPa) where labelled.
+
+    Under torch.distributed each rank evaluates its share and the sums are
+    reduced, so every rank returns the same figures.
+    """
     if not structures:
         return {}
-    preds = predict_structures(model, bank, structures)
-    e = [abs(p["energy"] - s.energy) / len(s.atoms) for s, p in zip(structures, preds) if s.energy is not None]
-    f = [np.abs(p["forces"] - s.forces).ravel() for s, p in zip(structures, preds) if s.forces is not None]
-    st = [np.abs(p["stress"] - s.stress) for s, p in zip(structures, preds) if s.stress is not None and "stress" in p]
+    mine = dist.share(structures)
+    preds = predict_structures(model, bank, mine) if mine else []
+    e = [abs(p["energy"] - s.energy) / len(s.atoms) for s, p in zip(mine, preds) if s.energy is not None]
+    f = [np.abs(p["forces"] - s.forces).ravel() for s, p in zip(mine, preds) if s.forces is not None]
+    st = [np.abs(p["stress"] - s.stress) for s, p in zip(mine, preds) if s.stress is not None and "stress" in p]
+    fs = np.concatenate(f) if f else np.zeros(0)
+    sts = np.concatenate(st) if st else np.zeros(0)
+    e_sum, e_n, f_sum, f_n, s_sum, s_n = dist.all_reduce_sum(
+        [float(np.sum(e)), len(e), float(fs.sum()), fs.size, float(sts.sum()), sts.size])
     out = {"n": len(structures)}
-    if e:
-        out["energy_mae_eV_per_atom"] = float(np.mean(e))
-    if f:
-        out["forces_mae_eV_per_A"] = float(np.mean(np.concatenate(f)))
-    if st:
-        out["stress_mae_eV_per_A3"] = float(np.mean(st))
+    if e_n:
+        out["energy_mae_eV_per_atom"] = e_sum / e_n
+    if f_n:
+        out["forces_mae_eV_per_A"] = f_sum / f_n
+    if s_n:
+        out["stress_mae_eV_per_A3"] = s_sum / s_n
         out["stress_mae_GPa"] = out["stress_mae_eV_per_A3"] * 160.21766208
     return out
-
-
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 # ----------------------------------------------------------------- trainer
@@ -272,21 +277,23 @@ class FinetuneTrainer:
         device = next(model.backbone.parameters()).device
         self.bank = GraphBank(model.cutoff, dtype, device)
         self.optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay) if params else None
-        self.rank, self.world = _dist()
+        self.rank, self.world = dist.rank_world()
 
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoint.pt"
 
     def epoch_plan(self, epoch: int) -> list[list[int]]:
-        """Minibatches of structure indices: a function of (seed, epoch), then this rank's share."""
+        """Global minibatches of structure indices, a function of (seed, epoch) only
+        (each rank computes its share of every one)."""
         rng = np.random.default_rng([self.cfg.seed, epoch])
         order = rng.permutation(len(self.train))
         b = self.cfg.batch_size
-        batches = [order[k:k + b].tolist() for k in range(0, len(order), b)]
-        return batches[self.rank::self.world]
+        return [order[k:k + b].tolist() for k in range(0, len(order), b)]
 
-    def _loss(self, idx: list[int]) -> torch.Tensor:
+    def _loss(self, idx: list[int], denominator: int) -> torch.Tensor:
+        """Weighted Huber loss of structures ``idx`` summed, over ``denominator``
+        (the whole minibatch's size, so that shares add up across ranks)."""
         chunk = [self.train[i] for i in idx]
         w = torch.tensor([self.weights[i] for i in idx], dtype=torch.float64)
         g = self.bank.batch(chunk)
@@ -303,17 +310,17 @@ class FinetuneTrainer:
                 n = g.n_atoms.to(dt)
                 target = torch.tensor([s.energy if s.energy is not None else 0.0 for s in chunk], dtype=dt)
                 per = huber(out["energy"] / n, target / n, delta=delta, reduction="none")
-                total = total + self.loss_w.energy * (per * w.to(dt))[mask].sum() / len(chunk)
+                total = total + self.loss_w.energy * (per * w.to(dt))[mask].sum() / denominator
         if want_f:
             forces = g.split(out["forces"])
             terms = [huber(f, torch.as_tensor(s.forces, dtype=dt), delta=delta) * float(wi)
                      for f, s, wi in zip(forces, chunk, w) if s.forces is not None]
-            total = total + self.loss_w.forces * torch.stack(terms).sum() / len(chunk)
+            total = total + self.loss_w.forces * torch.stack(terms).sum() / denominator
         if want_s:
             pred = _voigt(out["stress"])
             terms = [huber(pred[m], torch.as_tensor(s.stress, dtype=dt), delta=delta) * float(w[m])
                      for m, s in enumerate(chunk) if s.stress is not None]
-            total = total + self.loss_w.stress * torch.stack(terms).sum() / len(chunk)
+            total = total + self.loss_w.stress * torch.stack(terms).sum() / denominator
         return total
 
     def val_metric(self) -> tuple[float, dict]:
@@ -338,7 +345,7 @@ class FinetuneTrainer:
         done_here = 0
         while (not finish and state["epoch"] < epochs and state["bad_epochs"] < self.cfg.patience):
             epoch = state["epoch"]
-            torch.manual_seed(self.cfg.seed * 100_003 + epoch)
+            torch.manual_seed(self.cfg.seed * 100_003 + epoch + 7919 * self.rank)
             self.model.train()
             t0 = time.perf_counter()
             losses = []
@@ -346,14 +353,19 @@ class FinetuneTrainer:
             inner = tqdm(plan, desc=f"epoch {epoch}", unit="batch", leave=False,
                          disable=not self.progress or self.rank != 0)
             for idx in inner:
-                loss = self._loss(idx)
+                mine = dist.share(idx, self.rank, self.world)
                 self.optimizer.zero_grad()
-                loss.backward()
+                value = 0.0
+                if mine:
+                    loss = self._loss(mine, len(idx))
+                    loss.backward()
+                    value = float(loss.detach())
+                losses.append(dist.sum_gradients(self.params, value))
                 self.optimizer.step()
-                losses.append(float(loss.detach()))
             seconds = time.perf_counter() - t0
             self.model.eval()
             metric, e = self.val_metric() if self.val else (float(np.mean(losses)), {})
+            metric, e = dist.broadcast_object((metric, e))  # rank 0 decides early stopping
             if metric < state["best_metric"] - 1e-12:
                 state.update(best_metric=metric, bad_epochs=0, best_module=copy.deepcopy(self.model.state_dict()))
             else:
@@ -381,7 +393,9 @@ class FinetuneTrainer:
                                 self.optimizer, state)
 
     def _resume(self) -> dict | None:
+        dist.barrier()  # no rank reads a checkpoint that rank 0 may be about to replace
         obj = load_training_state(self.checkpoint_path, FINETUNE_FORMAT, self.fingerprint)
+        dist.barrier()
         if obj is None:
             return None
         self.model.load_state_dict(obj["module"])
@@ -482,7 +496,8 @@ def finetune(config, *, progress: bool = True, stop_after: int | None = None, fi
     metrics = {"base_model": base, "n_train": len(train), "n_val": len(val), "n_replay": len(replay_labelled),
                "energy_reference": refit, "val_before": base_val, "val_after": final_val,
                "trainable": str(cfg.get("trainable", "full")), "dropped_heads": dropped_heads,
-               "structures_per_s": [h["structures_per_s"] for h in result["history"] if "structures_per_s" in h]}
+               "structures_per_s": [h["structures_per_s"] for h in result["history"] if "structures_per_s" in h],
+               "processes": trainer.world}
     if trainer.rank == 0:
         atomic_save(model_file(spec, None, {}, backbone_state=model.backbone.state_dict(),
                                energy_shift=model.energy_shift, phase="finetune", base_model=base,
@@ -491,6 +506,7 @@ def finetune(config, *, progress: bool = True, stop_after: int | None = None, fi
                     out / "model.pt")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
         _plot(result["history"], out / "learning_curve.png")
+    dist.barrier()  # the model file exists for every rank once this returns
     return {"finished": True, "output": str(out), "model": str(out / "model.pt"), "metrics": metrics,
             "history": result["history"]}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from mpa_ase.checkpoint import atomic_save, model_file
 from mpa_ase.data import group_tasks
 from mpa_ase.training.common import backbone_and_trunk, load_samples, read_config, train_and_write
+from mpa_ase.training.distributed import barrier, is_main
 
 
 def pretrain(config, *, progress: bool = True, stop_after: int | None = None, finish: bool = False) -> dict:
@@ -24,7 +25,9 @@ def pretrain(config, *, progress: bool = True, stop_after: int | None = None, fi
     samples = load_samples(cfg)
     if not samples:
         out = Path(cfg["output"])
-        atomic_save(model_file(spec, trunk, {}, phase="pretrain", config=cfg), out / "model.pt")
+        if is_main():
+            atomic_save(model_file(spec, trunk, {}, phase="pretrain", config=cfg), out / "model.pt")
+        barrier()
         return {"finished": True, "output": str(out), "model": str(out / "model.pt"), "metrics": {}}
     return train_and_write(cfg, "pretrain", spec, backbone, trunk, group_tasks(samples), progress=progress,
                            stop_after=stop_after, finish=finish)

@@ -8,6 +8,12 @@ the mean validation MAE in standardised units. A checkpoint is written
 atomically after every epoch, and a run resumed from it ends with the same
 weights as an uninterrupted one: the data order and dropout of each epoch
 depend only on (seed, epoch).
+
+Under ``torchrun`` (see :mod:`mpa_ase.training.distributed`) each rank takes
+its share of every minibatch and the gradients are summed, so N processes
+follow the same steps as one (to float rounding; with head dropout > 0 the
+masks differ per rank). Rank 0 writes the checkpoint and decides early
+stopping.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from mpa_ase.checkpoint import atomic_save, safe_load
 from mpa_ase.errors import CheckpointError
 from mpa_ase.graph import AtomsGraph
 from mpa_ase.heads import PropertyHead, Trunk
+from mpa_ase.training import distributed as dist
 from mpa_ase.training.embeddings import EmbeddingCache
 
 TRAIN_FORMAT = "mpa-ase-train/1"
@@ -240,6 +247,8 @@ class Trainer:
         ).hexdigest()
         trunk_params = list(headset.trunk.parameters())
         head_params = list(headset.heads.parameters())
+        self.params = head_params + trunk_params
+        self.rank, self.world = dist.rank_world()
         self.optimizer = torch.optim.AdamW(
             [{"params": head_params, "lr": optim.lr},
              {"params": trunk_params, "lr": optim.trunk_lr if optim.trunk_lr is not None else optim.lr}],
@@ -270,20 +279,25 @@ class Trainer:
         return [items[k:k + b] for k in range(0, len(items), b)]
 
     def _step(self, batch) -> float:
+        """One optimizer step on the global minibatch ``batch`` (this rank computes its share)."""
         by_task: dict[str, list] = {}
-        for name, s in batch:
+        for name, s in dist.share(batch, self.rank, self.world):
             by_task.setdefault(name, []).append(s)
-        loss = 0.0
+        loss = None
         for name, samples in by_task.items():
             head = self.headset.heads[self.tasks[name].head]
             z = member_predictions(self.headset, self.tasks[name].head, self.batcher, samples)
             y = torch.tensor([s.value for s in samples], dtype=torch.float64)
             target = head.transform(y).to(z.dtype).expand_as(z)
-            loss = loss + nn.functional.huber_loss(z, target, delta=self.cfg.huber_delta) * len(samples) / len(batch)
+            # mean over members, summed over samples, over the whole minibatch: sums across ranks
+            term = nn.functional.huber_loss(z, target, delta=self.cfg.huber_delta, reduction="none").mean(0).sum()
+            loss = term / len(batch) if loss is None else loss + term / len(batch)
         self.optimizer.zero_grad()
-        loss.backward()
+        if loss is not None:
+            loss.backward()
+        value = dist.sum_gradients(self.params, float(loss.detach()) if loss is not None else 0.0)
         self.optimizer.step()
-        return float(loss.detach())
+        return value
 
     @torch.no_grad()
     def validation(self) -> tuple[float, dict[str, float]]:
@@ -316,16 +330,18 @@ class Trainer:
         if state is None:
             for name, t in self.tasks.items():
                 fit_transform(self.headset.heads[t.head], t.train)
+            dist.broadcast_parameters(self.headset)
             state = {"epoch": 0, "best_metric": math.inf, "bad_epochs": 0, "history": [],
                      "best_module": copy.deepcopy(self.headset.state_dict())}
         done_here = 0
-        bar = tqdm(total=self.cfg.epochs, initial=state["epoch"], desc="training", disable=not self.progress)
+        bar = tqdm(total=self.cfg.epochs, initial=state["epoch"], desc="training",
+                   disable=not self.progress or self.rank != 0)
         while not finish and state["epoch"] < self.cfg.epochs and state["bad_epochs"] < self.cfg.patience:
             epoch = state["epoch"]
-            torch.manual_seed(self.cfg.seed * 100_003 + epoch)
+            torch.manual_seed(self.cfg.seed * 100_003 + epoch + 7919 * self.rank)
             self.headset.train()
             losses = [self._step(b) for b in self.epoch_plan(epoch)]
-            metric, maes = self.validation()
+            metric, maes = dist.broadcast_object(self.validation() if self.rank == 0 else None)
             improved = metric < state["best_metric"] - 1e-9
             if improved:
                 state["best_metric"] = metric
@@ -350,12 +366,14 @@ class Trainer:
 
     # ------------------------------------------------------- checkpoints
     def _save(self, state: dict) -> None:
-        if self.checkpoint:
+        if self.checkpoint and self.rank == 0:
             save_training_state(self.checkpoint_path, TRAIN_FORMAT, self.fingerprint, self.headset,
                                 self.optimizer, state)
 
     def _resume(self) -> dict | None:
+        dist.barrier()  # no rank reads a checkpoint that rank 0 may be about to replace
         obj = load_training_state(self.checkpoint_path, TRAIN_FORMAT, self.fingerprint)
+        dist.barrier()
         if obj is None:
             return None
         _load_tolerant(self.headset, obj["module"], self.checkpoint_path)
