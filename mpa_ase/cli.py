@@ -280,8 +280,26 @@ def cmd_screen(args) -> int:
     from mpa_ase.workflows import screen
 
     calc = _calculator(args)
-    out = screen(args.files, calc, args.out, relax=args.relax, fmax=args.fmax, batch_size=args.batch_size,
-                 resume=not args.restart, progress=not args.quiet)
+    if args.workers is not None and args.scheduler:
+        raise ValueError("give --workers (a local cluster) or --scheduler (a running one), not both")
+    client = None
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    elif args.workers is not None:
+        from mpa_ase.workflows.screen_dask import local_client
+
+        client = local_client(args.workers)
+    try:
+        out = screen(args.files, calc, args.out, relax=args.relax, fmax=args.fmax, batch_size=args.batch_size,
+                     resume=not args.restart, progress=not args.quiet, client=client, shard_size=args.shard_size)
+    finally:
+        if client is not None:
+            cluster = client.cluster if args.workers is not None else None
+            client.close()
+            if cluster is not None:
+                cluster.close()
     print(f"written {out}")
     return 0
 
@@ -476,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--restart", action="store_true", help="start over instead of resuming")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--workers", type=int, help="run on a local Dask cluster of this many 1-thread worker processes")
+    p.add_argument("--scheduler", help="run on a running Dask cluster: its scheduler address (tcp://host:8786)")
+    p.add_argument("--shard-size", type=int, default=16, help="files per Dask task (with --workers/--scheduler)")
     model_args(p)
     p.set_defaults(func=cmd_screen)
 

@@ -61,6 +61,24 @@ def share(items: Sequence, rank: int | None = None, world: int | None = None) ->
     return list(items[rank::world])
 
 
+def balanced_share(items: Sequence, costs: Sequence[float], rank: int | None = None,
+                   world: int | None = None) -> list:
+    """This rank's part of ``items`` when the parts balance ``costs`` (largest
+    first, each to the least loaded rank; the same answer on every rank)."""
+    if rank is None or world is None:
+        rank, world = rank_world()
+    if world == 1:
+        return list(items)
+    load = [0.0] * world
+    mine = []
+    for k in sorted(range(len(items)), key=lambda k: (-costs[k], k)):
+        r = min(range(world), key=lambda q: (load[q], q))
+        load[r] += costs[k]
+        if r == rank:
+            mine.append(k)
+    return [items[k] for k in sorted(mine)]
+
+
 def barrier() -> None:
     if is_distributed():
         torch.distributed.barrier()
@@ -111,13 +129,14 @@ def sum_gradients(params: Sequence[torch.nn.Parameter], loss: float) -> float:
         return loss
     ref = next(iter(params))
     sizes = [p.numel() for p in params]
-    flat = torch.zeros(sum(sizes) + len(params) + 1, dtype=torch.float64, device=ref.device)
+    # in the parameters' own precision: half the traffic of float64 for float32 models
+    flat = torch.zeros(sum(sizes) + len(params) + 1, dtype=ref.dtype, device=ref.device)
     k = 0
     for n, p in zip(sizes, params):
         if p.grad is not None:
-            flat[k:k + n] = p.grad.reshape(-1).to(torch.float64)
+            flat[k:k + n] = p.grad.reshape(-1)
         k += n
-    flat[k:k + len(params)] = torch.tensor([p.grad is not None for p in params], dtype=torch.float64)
+    flat[k:k + len(params)] = torch.tensor([p.grad is not None for p in params], dtype=ref.dtype)
     flat[-1] = loss
     torch.distributed.all_reduce(flat)
     k = 0

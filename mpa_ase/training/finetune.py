@@ -172,15 +172,20 @@ class GraphBank:
         self.cutoff, self.dtype, self.device = float(cutoff), dtype, device
         self._lists: dict[int, SystemNeighbors] = {}
 
+    def _list(self, s: LabelledStructure) -> SystemNeighbors:
+        key = id(s)
+        if key not in self._lists:
+            a = s.atoms
+            i, j, sh = neighbor_list(a.positions, as_cell(a.cell.array), as_pbc(a.pbc), self.cutoff)
+            self._lists[key] = SystemNeighbors(i, j, sh)
+        return self._lists[key]
+
+    def cost(self, s: LabelledStructure) -> int:
+        """A structure's share of a step's work: its atoms plus its neighbour pairs."""
+        return len(s.atoms) + len(self._list(s).i)
+
     def batch(self, structures: list[LabelledStructure]) -> AtomsGraph:
-        lists = []
-        for s in structures:
-            key = id(s)
-            if key not in self._lists:
-                a = s.atoms
-                i, j, sh = neighbor_list(a.positions, as_cell(a.cell.array), as_pbc(a.pbc), self.cutoff)
-                self._lists[key] = SystemNeighbors(i, j, sh)
-            lists.append(self._lists[key])
+        lists = [self._list(s) for s in structures]
         return AtomsGraph.from_parts([s.atoms for s in structures], lists, self.cutoff, dtype=self.dtype,
                                      device=self.device)
 
@@ -353,7 +358,8 @@ class FinetuneTrainer:
             inner = tqdm(plan, desc=f"epoch {epoch}", unit="batch", leave=False,
                          disable=not self.progress or self.rank != 0)
             for idx in inner:
-                mine = dist.share(idx, self.rank, self.world)
+                # shares of equal cost, so no rank waits long for the others at the reduction
+                mine = dist.balanced_share(idx, [self.bank.cost(self.train[i]) for i in idx], self.rank, self.world)
                 self.optimizer.zero_grad()
                 value = 0.0
                 if mine:

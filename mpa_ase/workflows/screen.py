@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -91,8 +92,50 @@ def errors_path(out: str | Path) -> Path:
     return out.with_name(out.stem + ".errors.csv")
 
 
+def columns_of(heads: dict, relax: bool) -> list[str]:
+    """The results table's columns for a calculator's ``heads``."""
+    columns = ["id", "formula", "n_atoms", "energy_eV", "energy_per_atom_eV"]
+    if relax:
+        columns += ["relaxed_energy_eV", "relaxed_energy_per_atom_eV", "relax_converged", "relax_steps"]
+    for name, info in heads.items():
+        columns += [f"{name}_{info['unit']}", f"{name}_std_{info['unit']}"]
+        if _has_domain(info):
+            columns.append(f"{name}_in_domain")
+    return columns
+
+
+def _has_domain(info: dict) -> bool:
+    return info.get("elements") is not None or info.get("material") is not None
+
+
+def iter_batches(items, calc, *, relax: bool, fmax: float, relax_steps: int, batch_size: int, heads: dict):
+    """(rows, failed) per batch of ``(id, Atoms or UnreadableStructure)`` items;
+    ``failed`` lists (id, reason)."""
+    batch: list[tuple[str, object]] = []
+    for sid, atoms in items:
+        if isinstance(atoms, Exception):
+            yield [], [(sid, str(atoms))]
+            continue
+        batch.append((sid, atoms))
+        if len(batch) >= batch_size:
+            yield _evaluate_robust(batch, calc, relax, fmax, relax_steps, heads)
+            batch = []
+    if batch:
+        yield _evaluate_robust(batch, calc, relax, fmax, relax_steps, heads)
+
+
+def screen_items(items, calc, **options) -> tuple[list[dict], list[tuple[str, str]]]:
+    """All rows and failures of ``items`` (see :func:`iter_batches`)."""
+    rows, failed = [], []
+    for r, f in iter_batches(items, calc, **options):
+        rows += r
+        failed += f
+    return rows, failed
+
+
 def screen(sources: Sequence[str], calc, out: str | Path, *, relax: bool = False, fmax: float = 0.05,
-           relax_steps: int = 300, batch_size: int = 16, resume: bool = True, progress: bool = True) -> Path:
+           relax_steps: int = 300, batch_size: int = 16, resume: bool = True, progress: bool = True,
+           client=None, shard_size: int = 16) -> Path:
     """Energies (and relaxed energies, predicted properties) of every structure in ``sources``.
 
     Structures are read lazily and evaluated ``batch_size`` at a time, so memory
@@ -104,10 +147,23 @@ def screen(sources: Sequence[str], calc, out: str | Path, *, relax: bool = False
     reason, and the screen goes on. ``out`` ending in ``.parquet`` writes a
     CSV beside it while running and converts at the end (needs pandas +
     pyarrow).
+
+    ``client``: a ``distributed.Client``; the screen then runs on its cluster
+    (shards of ``shard_size`` files, one calculator per worker, Parquet parts,
+    resumable; see :mod:`mpa_ase.workflows.screen_dask`) and ``calc`` is an
+    :class:`MPACalculator` (rebuilt on each worker from its settings) or a
+    zero-argument function that builds the calculator.
     """
     missing = [str(src) for src in sources if not Path(src).exists()]
     if missing:  # a mistyped path is the caller's error, not a bad structure to report and skip
         raise FileNotFoundError(f"structure source(s) not found: {', '.join(missing[:5])}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if client is not None:
+        from mpa_ase.workflows.screen_dask import screen_on_cluster
+
+        return screen_on_cluster(sources, calc, out, client, relax=relax, fmax=fmax, relax_steps=relax_steps,
+                                 batch_size=batch_size, shard_size=shard_size, resume=resume, progress=progress)
     out = Path(out)
     parquet = out.suffix == ".parquet"
     csv_path = out.with_suffix(".csv") if parquet else out
@@ -118,11 +174,7 @@ def screen(sources: Sequence[str], calc, out: str | Path, *, relax: bool = False
             if path.exists():
                 path.unlink()
     heads = getattr(calc, "heads", {})
-    columns = ["id", "formula", "n_atoms", "energy_eV", "energy_per_atom_eV"]
-    if relax:
-        columns += ["relaxed_energy_eV", "relaxed_energy_per_atom_eV", "relax_converged", "relax_steps"]
-    for name, info in heads.items():
-        columns += [f"{name}_{info['unit']}", f"{name}_std_{info['unit']}"]
+    columns = columns_of(heads, relax)
     new_file = not csv_path.exists()
     new_errors = not err_path.exists()
     bar = tqdm(desc="screening", unit="structure", disable=not progress)
@@ -133,35 +185,18 @@ def screen(sources: Sequence[str], calc, out: str | Path, *, relax: bool = False
             writer.writeheader()
         if new_errors:
             err_writer.writeheader()
-        batch: list[tuple[str, object]] = []
-
-        def report(sid: str, reason: str) -> None:
-            err_writer.writerow({"id": sid, "reason": reason})
-            ferr.flush()
-            os.fsync(ferr.fileno())
-            bar.update(1)
-
-        def flush():
-            rows, failed = _evaluate_robust(batch, calc, relax, fmax, relax_steps, heads)
-            writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-            for sid, reason in failed:
-                report(sid, reason)
-            bar.update(len(rows))
-            batch.clear()
-
-        for sid, atoms in iter_structures(sources, errors=True):
-            if sid in done:
-                continue
-            if isinstance(atoms, Exception):
-                report(sid, str(atoms))
-                continue
-            batch.append((sid, atoms))
-            if len(batch) >= batch_size:
-                flush()
-        if batch:
-            flush()
+        todo = ((sid, atoms) for sid, atoms in iter_structures(sources, errors=True) if sid not in done)
+        for rows, failed in iter_batches(todo, calc, relax=relax, fmax=fmax, relax_steps=relax_steps,
+                                         batch_size=batch_size, heads=heads):
+            if rows:
+                writer.writerows(rows)
+                f.flush()
+                os.fsync(f.fileno())
+            if failed:
+                err_writer.writerows({"id": sid, "reason": reason} for sid, reason in failed)
+                ferr.flush()
+                os.fsync(ferr.fileno())
+            bar.update(len(rows) + len(failed))
     bar.close()
     if parquet:
         import pandas as pd
@@ -191,7 +226,9 @@ def _evaluate(batch, calc, relax, fmax, relax_steps, heads) -> list[dict]:
     from mpa_ase.workflows.batch import evaluate_many
 
     structures = [a for _, a in batch]
-    results = evaluate_many(structures, calc)
+    with warnings.catch_warnings():  # the table's <head>_in_domain column says it, per structure
+        warnings.filterwarnings("ignore", message="outside the training domain")
+        results = evaluate_many(structures, calc)
     rows = []
     for (sid, atoms), r in zip(batch, results):
         n = len(atoms)
@@ -200,6 +237,8 @@ def _evaluate(batch, calc, relax, fmax, relax_steps, heads) -> list[dict]:
         for name, info in heads.items():
             row[f"{name}_{info['unit']}"] = r.get(name, np.nan)
             row[f"{name}_std_{info['unit']}"] = r.get(f"{name}_std", np.nan)
+            if _has_domain(info):
+                row[f"{name}_in_domain"] = int(r[f"{name}_in_domain"]) if f"{name}_in_domain" in r else np.nan
         rows.append(row)
     if relax:
         from mpa_ase.workflows.relax import relax_many
