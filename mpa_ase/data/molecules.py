@@ -132,7 +132,10 @@ def conformers(smiles: str, n: int = 1, seed: int = 0):
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
-    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    parsed = Chem.MolFromSmiles(smiles) if isinstance(smiles, str) and smiles.strip() else None
+    if parsed is None:
+        raise ValueError(f"{smiles!r} is not a valid SMILES string (RDKit cannot parse it)")
+    mol = Chem.AddHs(parsed)
     params = AllChem.ETKDGv3()
     params.randomSeed = int(seed)
     ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n, params=params))

@@ -46,9 +46,13 @@ HEAD_PHASE_SECTIONS = {
 
 def check_head_phase_config(cfg: dict) -> None:
     """Nested checks of a pretrain/midtrain/posttrain config."""
+    from mpa_ase.training.trainer import OptimConfig
+
     for section, known in HEAD_PHASE_SECTIONS.items():
         if cfg.get(section) is not None:
             check_keys(section, cfg[section], known)
+    if cfg.get("optim") is not None:
+        check_keys("optim", cfg["optim"], OptimConfig.__dataclass_fields__)
     data = cfg.get("data", [])
     if not isinstance(data, list):
         raise ValueError(f"data must be a list of loader specs ({{loader: NAME, ...}}), got {type(data).__name__}; "

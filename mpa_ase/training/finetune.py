@@ -124,6 +124,9 @@ def read_finetune_config(path_or_dict) -> dict:
     if cfg.get("energy_reference", "refit") not in ("refit", "keep"):
         raise ValueError(f"energy_reference={cfg['energy_reference']!r}: choose 'refit' or 'keep'")
     check_keys("split", dict(cfg.get("split") or {}), {"val", "seed"})
+    val = (cfg.get("split") or {}).get("val", 0.1)
+    if not isinstance(val, (int, float)) or not 0 <= val < 1:
+        raise ValueError(f"split.val is the validation fraction, in [0, 1); got {val!r}")
     if cfg.get("replay") is not None:
         check_keys("replay", dict(cfg["replay"]), {"data", "weight"})
     return cfg

@@ -64,6 +64,8 @@ def elastic(atoms: Atoms, calc, max_strain: float = 0.005, n_strains: int = 4, r
     """
     if not atoms.pbc.all():
         raise ValueError("elastic constants need a 3D periodic crystal")
+    if not np.isfinite(max_strain) or not 0 < max_strain <= 0.05:
+        raise ValueError(f"max_strain must be in (0, 0.05] (a small linear strain), got {max_strain}")
     if n_strains < 2 or n_strains % 2:
         raise ValueError("n_strains must be an even number >= 2")
     half = np.linspace(max_strain / (n_strains // 2), max_strain, n_strains // 2)

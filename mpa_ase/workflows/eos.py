@@ -19,6 +19,9 @@ def eos(atoms: Atoms, calc, n_points: int = 11, max_strain: float = 0.04, eos_na
     """
     from ase.eos import EquationOfState
 
+    if not atoms.pbc.all() or atoms.cell.rank < 3:
+        raise ValueError("an equation of state needs a 3D periodic crystal (pbc on all axes and a full cell); "
+                         f"got pbc={atoms.pbc.tolist()}")
     if n_points < 5 or not 0 < max_strain < 0.5:
         raise ValueError(f"eos needs n_points >= 5 and 0 < max_strain < 0.5, got {n_points}, {max_strain}")
     scales = np.linspace(1 - max_strain, 1 + max_strain, n_points)
