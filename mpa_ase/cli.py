@@ -172,7 +172,7 @@ def cmd_relax(args) -> int:
 
     calc = _calculator(args)
     res = relax(_read_one(args.file), calc, fmax=args.fmax, steps=args.steps, cell=not args.fixed_cell,
-                symmetry=args.symmetry, optimizer=args.optimizer)
+                symmetry=args.symmetry, optimizer=args.optimizer, progress=not args.quiet)
     print(_table([{"formula": res.atoms.get_chemical_formula(), "converged": res.converged, "steps": res.steps,
                    "energy_eV": f"{res.energy:.6f}", "fmax_eV/A": f"{res.fmax:.4f}",
                    "smax_eV/A3": "" if res.smax is None else f"{res.smax:.2e}",
@@ -190,7 +190,7 @@ def cmd_md(args) -> int:
     calc = _calculator(args)
     res = run_md(_read_one(args.file), calc, ensemble=args.ensemble, temperature_K=args.temperature,
                  timestep_fs=args.timestep, steps=args.steps, interval=args.interval, trajectory=args.trajectory,
-                 pressure_GPa=args.pressure)
+                 pressure_GPa=args.pressure, progress=not args.quiet)
     rows = [{"time_fs": f"{t:.1f}", "Epot_eV": f"{e:.5f}", "Etot_eV": f"{et:.5f}", "T_K": f"{temp:.1f}"}
             for t, e, et, temp in zip(res.times_fs, res.potential_energy, res.total_energy, res.temperature)]
     print(_table(rows[:: max(1, len(rows) // 20)], ["time_fs", "Epot_eV", "Etot_eV", "T_K"]))
@@ -216,7 +216,8 @@ def cmd_phonons(args) -> int:
     from mpa_ase.workflows import frequencies, imaginary_modes, phonons, thermal_properties
 
     calc = _calculator(args)
-    ph = phonons(_read_one(args.file), calc, supercell=args.supercell, displacement=args.displacement)
+    ph = phonons(_read_one(args.file), calc, supercell=args.supercell, displacement=args.displacement,
+                 progress=not args.quiet)
     ph.auto_band_structure(npoints=51)
     tp = thermal_properties(ph, t_min=0, t_max=args.tmax, t_step=max(1, args.tmax // 10), mesh=args.mesh)
     ph.run_total_dos()
@@ -419,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser = lambda *a, **k: add_parser(*a, formatter_class=fmt, **k)  # defaults shown in every --help
 
     def model_args(p):
+        if not any("--quiet" in a.option_strings for a in p._actions):
+            p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.add_argument("--model", default="default", help="model name or file (default: embedded default)")
         p.add_argument("--backbone", default=None, help="backbone plugin (default: chgnet)")
         p.add_argument("--device", default="auto")

@@ -30,12 +30,12 @@ class MDResult:
 def run_md(atoms: Atoms, calc, ensemble: str = "nve", temperature_K: float = 300.0, timestep_fs: float = 1.0,
            steps: int = 1000, interval: int = 10, friction: float = 0.01, ttime_fs: float = 100.0,  # friction in 1/fs
            pressure_GPa: float = 0.0, seed: int = 0, trajectory: str | None = None,
-           logfile: str | None = None, thermalize: bool = True) -> MDResult:
+           logfile: str | None = None, thermalize: bool = True, progress: bool = False) -> MDResult:
     """Molecular dynamics on a copy of ``atoms`` with ASE's integrators.
 
     ensemble: "nve" (velocity Verlet), "langevin", "nose-hoover" (NVT chain)
     or "npt" (Nosé-Hoover with isotropic barostat, MTK). Records energies and
-    temperature every ``interval`` steps.
+    temperature every ``interval`` steps; ``progress`` shows a bar of steps.
     """
     from ase.md import Langevin, VelocityVerlet
 
@@ -80,7 +80,12 @@ def run_md(atoms: Atoms, calc, ensemble: str = "nve", temperature_K: float = 300
         record["temp"].append(atoms.get_temperature())
 
     dyn.attach(sample, interval=interval)  # ASE also calls it at step 0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=int(steps), desc=f"MD ({ensemble})", unit="step", disable=not progress)
+    dyn.attach(lambda: bar.update(1) if dyn.nsteps > 0 else None, interval=1)
     dyn.run(steps)
+    bar.close()
     etot = np.array(record["etot"])
     return MDResult(
         atoms=atoms, times_fs=np.array(record["t"]), potential_energy=np.array(record["epot"]),

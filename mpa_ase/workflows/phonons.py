@@ -43,6 +43,7 @@ def phonons(
     batch_size: int | None = None,
     symmetrize: bool = True,
     phonon=None,
+    progress: bool = False,
 ):
     """Phonopy object with force constants produced from ``calc``'s forces.
 
@@ -79,7 +80,16 @@ def phonons(
                                  primitive_matrix=primitive_matrix, symprec=symprec)
         phonon.generate_displacements(distance=displacement)
     cells = [to_ase_atoms(c) for c in phonon.supercells_with_displacements]
-    phonon.forces = supercell_forces(cells, calc, batch_size=batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        step = batch_size or 8
+        forces = [supercell_forces(cells[k:k + step], calc, batch_size=batch_size)
+                  for k in tqdm(range(0, len(cells), step), desc=f"phonons: {len(cells)} displaced supercells",
+                                unit="batch")]
+        phonon.forces = np.concatenate(forces)
+    else:
+        phonon.forces = supercell_forces(cells, calc, batch_size=batch_size)
     phonon.produce_force_constants()
     if symmetrize:
         phonon.symmetrize_force_constants()

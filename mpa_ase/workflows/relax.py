@@ -22,10 +22,11 @@ class RelaxResult:
 
 
 def relax(atoms: Atoms, calc, fmax: float = 0.02, steps: int = 500, cell: bool = True,
-          symmetry: bool = False, optimizer: str = "FIRE", logfile=None) -> RelaxResult:
+          symmetry: bool = False, optimizer: str = "FIRE", logfile=None, progress: bool = False) -> RelaxResult:
     """Relax positions (and the cell, through ``FrechetCellFilter``) of a copy of ``atoms``.
 
     Not converging within ``steps`` is reported in the result and as a warning.
+    ``progress`` shows a bar of optimizer steps with the current largest force.
     """
     from ase import optimize
     from ase.filters import FrechetCellFilter
@@ -45,7 +46,18 @@ def relax(atoms: Atoms, calc, fmax: float = 0.02, steps: int = 500, cell: bool =
     if not isinstance(getattr(optimize, optimizer, None), type):
         raise ValueError(f"unknown optimizer {optimizer!r}; use an ase.optimize class name (FIRE, BFGS, LBFGS, ...)")
     opt = getattr(optimize, optimizer)(target, logfile=logfile)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=int(steps), desc=f"relaxing {atoms.get_chemical_formula()}", unit="step",
+               disable=not progress)
+
+    def tick():  # the forces of this step are cached: no extra model call
+        bar.update(1)
+        bar.set_postfix(fmax=f"{np.linalg.norm(atoms.get_forces(), axis=1).max():.3g} eV/Å")
+
+    opt.attach(tick, interval=1)
     converged = bool(opt.run(fmax=fmax, steps=steps))
+    bar.close()
     forces = atoms.get_forces()
     if symmetry:
         atoms.set_constraint()  # the result is a plain structure; FixSymmetry would follow it around
