@@ -1,0 +1,1 @@
+"""Helpers for the tests of backbone plugins (see :mod:`mpa_ase.testing.conformance`)."""
