@@ -29,6 +29,7 @@ import gzip
 import json
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -55,6 +56,10 @@ def calculators(spec: str, shared):
         elif name == "tensornet":
             out[name] = MPACalculator(backbone="matgl", device="cpu",
                                       model=str(shared / "weights/matgl/TensorNet-MatPES-PBE-v2025.1-PES"))
+        elif ":" in path and not Path(path).exists():  # BACKBONE:MODEL, e.g. chgnet:r2scan
+            backbone, _, model = path.partition(":")
+            model = str(shared / model) if (shared / model).exists() else model
+            out[name] = MPACalculator(backbone=backbone, model=model, device="cpu")
         else:
             out[name] = MPACalculator(model=path, device="cpu")
     return out
@@ -284,7 +289,9 @@ def plots(results: dict, elements, prefix: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="base,tensornet", help="base, default, tensornet, NAME=model.pt, ...")
+    ap.add_argument("--models", default="base,tensornet",
+                    help="base, default, tensornet, NAME=model.pt, NAME=BACKBONE:MODEL (model name, or a path "
+                         "under the shared data folder), ...")
     ap.add_argument("--n-wbm", type=int, default=200)
     ap.add_argument("--n-alexandria", type=int, default=60, help="held-out materials (7 pressures each)")
     ap.add_argument("--n-elastic", type=int, default=20)

@@ -343,10 +343,7 @@ def cmd_demo(args) -> int:
     from ase.md.langevin import Langevin
     from ase.optimize import FIRE
 
-    try:  # ASE >= 3.29
-        from ase.md.velocitydistribution import thermalize_momenta
-    except ImportError:  # pragma: no cover - older ASE
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
+    from mpa_ase.workflows.md import thermalize_atoms
 
     calc = _calculator(args)
     atoms = bulk("NaCl", "rocksalt", a=5.8, cubic=True)
@@ -360,7 +357,7 @@ def cmd_demo(args) -> int:
     fmax = np.linalg.norm(atoms.get_forces(), axis=1).max()
     print(f"relaxed ({'converged' if converged else 'NOT converged'} in {opt.nsteps} steps): "
           f"E = {atoms.get_potential_energy():.4f} eV, a = {atoms.cell.lengths()[0]:.3f} Å, fmax = {fmax:.4f} eV/Å")
-    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_atoms(atoms, 300, np.random.default_rng(0))
     md = Langevin(atoms, 2 * units.fs, temperature_K=300, friction=0.02, fixcm=False, rng=np.random.default_rng(1))
     for step in range(0, args.md_steps + 1, max(1, args.md_steps // 5)):
         if step:

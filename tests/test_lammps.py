@@ -45,12 +45,14 @@ def test_forces_energy_pressure_equal_ase(chgnet_calc64):
 
 
 def test_nve_trajectory_matches_ase_velocity_verlet(chgnet_calc64):
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary
+
+    from mpa_ase.workflows.md import thermalize_atoms
     from ase.md.verlet import VelocityVerlet
 
     atoms = bulk("Si", "diamond", 5.43, cubic=True)
     atoms.rattle(0.02, seed=1)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_atoms(atoms, 300, np.random.default_rng(0))
     Stationary(atoms)
     system = LammpsSystem(atoms, chgnet_calc64)
     system.commands("timestep 0.001\nfix nve all nve\nrun 200")

@@ -52,9 +52,9 @@ def test_workflow_reproduces_phonopy_with_dft_forces(shared_data, example):
     tp = thermal_properties(ours, t_min=0, t_max=1000, t_step=100, mesh=[12, 12, 12])
     reference.run_mesh([12, 12, 12], with_eigenvectors=True)
     reference.run_thermal_properties(t_min=0, t_max=1000, t_step=100)
-    ref = reference.get_thermal_properties_dict()
+    ref = reference.thermal_properties
     for key in ("free_energy", "entropy", "heat_capacity"):
-        assert np.allclose(tp[key], ref[key], rtol=1e-9, atol=1e-9), key
+        assert np.allclose(tp[key], getattr(ref, key), rtol=1e-9, atol=1e-9), key
     assert tp["units"]["free_energy"] == "kJ/mol" and tp["heat_capacity"][-1] > 40  # 2 atoms: Dulong-Petit ~ 6R
 
 

@@ -8,11 +8,11 @@ from ase import units
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
 from mpa_ase import MPACalculator
 from mpa_ase.neighbors import neighbor_list
+from mpa_ase.workflows.md import thermalize_atoms
 from mpa_ase.neighbors.verlet import VerletNeighbors
 
 
@@ -25,7 +25,7 @@ def test_verlet_list_equals_fresh_list_over_md():
     fresh one at every step, and is rebuilt on under 10% of the steps."""
     atoms = bulk("Cu", "fcc", 3.61, cubic=True) * (3, 3, 3)
     atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=np.random.default_rng(0))
+    thermalize_atoms(atoms, 600, np.random.default_rng(0))
     verlet = VerletNeighbors(cutoff=5.0, skin=1.0)
     md = VelocityVerlet(atoms, 1.0 * units.fs)
     checked = 0
@@ -65,7 +65,7 @@ def test_calculator_skin_gives_rebuild_every_step_forces():
     reuse = MPACalculator(backbone="chgnet", dtype="float64", skin=0.3)
     fresh = MPACalculator(backbone="chgnet", dtype="float64", skin=0.0)
     atoms.calc = reuse
-    MaxwellBoltzmannDistribution(atoms, temperature_K=900, rng=np.random.default_rng(1))
+    thermalize_atoms(atoms, 900, np.random.default_rng(1))
     md = Langevin(atoms, 2.0 * units.fs, temperature_K=900, friction=0.01, fixcm=False, rng=np.random.default_rng(2))
     worst = []
 

@@ -337,7 +337,7 @@ def test_cli_errors_are_one_line_and_version(tmp_path, capsys):
 def test_run_md_many_nve_equals_ase_velocity_verlet(chgnet_calc64):
     """Lockstep NVE of two structures with batched forces = ASE's VelocityVerlet on each."""
     from ase.md.verlet import VelocityVerlet
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from mpa_ase.workflows.md import thermalize_atoms
 
     from mpa_ase.workflows import run_md_many
 
@@ -347,7 +347,7 @@ def test_run_md_many_nve_equals_ase_velocity_verlet(chgnet_calc64):
     rng = np.random.default_rng(3)
     for a, res in zip(structs, many):
         ref = a.copy()
-        MaxwellBoltzmannDistribution(ref, temperature_K=600, rng=rng)
+        thermalize_atoms(ref, 600, rng)
         ref.calc = chgnet_calc64
         VelocityVerlet(ref, 1.0 * units.fs).run(20)
         np.testing.assert_allclose(res.atoms.positions, ref.positions, atol=1e-9)

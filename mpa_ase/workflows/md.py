@@ -8,6 +8,18 @@ import numpy as np
 from ase import Atoms, units
 
 
+def thermalize_atoms(atoms: Atoms, temperature_K: float, rng) -> None:
+    """Maxwell-Boltzmann momenta (ASE's ``thermalize_momenta``; its older name before ASE 3.29)."""
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # pragma: no cover - ASE < 3.29
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
+    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
+
+
+_thermalize = thermalize_atoms  # run_md's argument ``thermalize`` shadows a plain name
+
+
 def _check_md_settings(timestep_fs, temperature_K, steps, interval) -> None:
     if not np.isfinite(timestep_fs) or timestep_fs <= 0:
         raise ValueError(f"timestep_fs must be positive, got {timestep_fs}")
@@ -46,11 +58,7 @@ def run_md(atoms: Atoms, calc, ensemble: str = "nve", temperature_K: float = 300
     atoms.calc = calc
     rng = np.random.default_rng(seed)
     if thermalize:
-        try:
-            from ase.md.velocitydistribution import thermalize_momenta
-        except ImportError:  # pragma: no cover - ASE < 3.29
-            from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
-        thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
+        _thermalize(atoms, temperature_K, rng)
     dt = timestep_fs * units.fs
     if ensemble == "nve":
         dyn = VelocityVerlet(atoms, dt, trajectory=trajectory, logfile=logfile)
@@ -104,8 +112,6 @@ def run_md_many(structures, calc, ensemble: str = "nve", temperature_K: float = 
     and "langevin" (BAOAB splitting; friction in 1/fs). ``batch_size`` bounds
     the structures per model call.
     """
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-
     from mpa_ase.workflows.batch import evaluate_many
 
     if ensemble not in ("nve", "langevin"):
@@ -117,7 +123,7 @@ def run_md_many(structures, calc, ensemble: str = "nve", temperature_K: float = 
     systems = [a.copy() for a in structures]
     for a in systems:
         if thermalize:
-            MaxwellBoltzmannDistribution(a, temperature_K=temperature_K, rng=rng)
+            _thermalize(a, temperature_K, rng)
     dt = timestep_fs * units.fs
     gamma = friction / units.fs
     masses = [a.get_masses()[:, None] for a in systems]
