@@ -50,3 +50,30 @@ def test_calibration_of_gaussian_errors():
     assert miscalibration_area(y, pred, std * 3) > 0.1  # over-dispersed sigma
     assert spearman_error_vs_std(y, pred, std) > 0.2
     assert spearman_error_vs_std(y, pred, rng.permutation(std)) == pytest.approx(0, abs=0.03)
+
+
+def test_periodic_group_split_holds_out_whole_columns():
+    """For properties of the elements (each one its own chemical system), the
+    periodic_group split keeps every column on one side; compounds are grouped
+    by their set of columns (all alkali halides together)."""
+    from types import SimpleNamespace
+
+    from ase.data import chemical_symbols
+
+    from mpa_ase.validation.splits import periodic_groups, split
+
+    elements = [SimpleNamespace(identity=f"el:{s}", formula=s, value=float(z), smiles=None)
+                for z, s in enumerate(chemical_symbols[1:84], start=1)]
+    column = {s.identity: periodic_groups(s) for s in elements}
+    tests = set()
+    for seed in range(3):
+        train, val, test = split(elements, "periodic_group", val=0.15, test=0.2, seed=seed)
+        assert val and test and not (train & test) and not (train & val)
+        assert not {column[i] for i in train} & {column[i] for i in test | val}
+        tests.add(frozenset(test))
+    assert len(tests) > 1  # seeds differ
+    assert periodic_groups(SimpleNamespace(identity="x", formula="NaCl", smiles=None)) == "01-17"
+    assert periodic_groups(SimpleNamespace(identity="x", formula="KBr", smiles=None)) == "01-17"
+    assert periodic_groups(SimpleNamespace(identity="x", formula="CeO2", smiles=None)) == "16-La"
+    with pytest.raises(ValueError, match="molecule"):
+        periodic_groups(SimpleNamespace(identity="mol:CCO", formula=None, smiles="CCO"))

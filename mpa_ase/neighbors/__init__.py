@@ -8,7 +8,8 @@ periodic self-images (i == j, non-zero shift) included, and only i == j with a
 zero shift excluded. Positions need not be wrapped into the cell; along
 non-periodic directions the cell vector may be zero or absent.
 
-numpy in gives numpy out; torch in gives torch out on the same device.
+numpy in gives numpy out (the Numba backend's indices and shifts are int32
+while they fit); torch in gives torch out on the same device, int64.
 """
 
 from __future__ import annotations
@@ -107,8 +108,8 @@ def neighbor_list(positions, cell, pbc, cutoff: float, backend: str = "auto", so
         if pos_np is None:
             pos_np = positions.detach().to("cpu", torch.float64).numpy()
         i, j, s = neighbor_list_numba(pos_np, info, float(cutoff))
-        if torch_in:
-            i, j, s = (torch.from_numpy(a).to(device) for a in (i, j, s))
+        if torch_in:  # torch indexing wants int64
+            i, j, s = (torch.from_numpy(a).to(device=device, dtype=torch.long) for a in (i, j, s))
     else:
         import torch
 

@@ -1,7 +1,9 @@
 """Splits by compound identity: random, scaffold (molecules), cluster
 (crystals: leave chemical systems out), forward (extrapolate in the target),
 redundancy (MD-HIT-like: no test compound is more similar than a threshold to
-any training compound).
+any training compound), periodic_group (leave periodic-table columns out:
+for a property of the elements, where each chemical system is one element and
+"cluster" is no more than "random").
 
 Each takes samples (anything with ``identity``, ``value`` and optionally
 ``smiles``/``formula``) and returns three identity sets (train, val, test);
@@ -14,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-SPLITS = ("random", "scaffold", "cluster", "forward", "redundancy")
+SPLITS = ("random", "scaffold", "cluster", "forward", "redundancy", "periodic_group")
 DEFAULT_THRESHOLD = 0.8
 
 
@@ -100,7 +102,27 @@ def redundancy_clusters(samples, threshold: float = DEFAULT_THRESHOLD) -> dict[s
     return {i: int(label) for i, label in zip(ids, labels)}
 
 
+def periodic_groups(sample) -> str:
+    """The periodic-table columns (1-18; lanthanides and actinides as "La", "Ac")
+    of a crystal's elements, sorted: "1-17" for every alkali halide, "11" for Cu,
+    Ag and Au. Whole column signatures are held out together."""
+    from pymatgen.core import Composition
+
+    if not getattr(sample, "formula", None) and not sample.identity:
+        raise ValueError("periodic_group split needs a formula")
+    if getattr(sample, "smiles", None) and not getattr(sample, "formula", None):
+        raise ValueError(f"periodic_group split is for crystals and elements; {sample.identity} is a molecule "
+                         "(use scaffold or cluster)")
+    formula = sample.formula or sample.identity.split(":", 1)[-1]
+    cols = set()
+    for el in Composition(formula).elements:
+        cols.add("La" if el.is_lanthanoid else "Ac" if el.is_actinoid else f"{el.group:02d}")
+    return "-".join(sorted(cols))
+
+
 def _group_key(sample, kind: str) -> str:
+    if kind == "periodic_group":
+        return periodic_groups(sample)
     if kind == "scaffold":
         if not getattr(sample, "smiles", None):
             raise ValueError(f"scaffold split needs SMILES; {sample.identity} has none")
