@@ -10,11 +10,11 @@ def run_phase(phase: str, config, *, progress: bool = True, stop_after: int | No
 
     ``finish`` ends an interrupted run early: its best weights so far become the model.
     Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the run joins the
-    process group and trains data-parallel (:mod:`mpa_ase.training.distributed`).
+    process group and trains data-parallel (:mod:`mpa_ase.parallel`).
     """
     from pathlib import Path
 
-    from mpa_ase.training import distributed
+    from mpa_ase import parallel as distributed
     from mpa_ase.training.common import PHASES, read_config
     from mpa_ase.training.finetune import finetune, read_finetune_config
     from mpa_ase.training.midtrain import midtrain

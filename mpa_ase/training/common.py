@@ -18,8 +18,8 @@ from mpa_ase.checkpoint import atomic_save, model_file, read_parts
 from mpa_ase.data import load_source
 from mpa_ase.data.samples import physical_lower_bound, sample_elements
 from mpa_ase.heads import PropertyHead, TargetTransform, Trunk
+from mpa_ase.parallel import barrier, is_main
 from mpa_ase.training.config import check_head_phase_config, check_keys, load_yaml_or_dict
-from mpa_ase.training.distributed import barrier, is_main
 from mpa_ase.training.embeddings import EmbeddingCache
 from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP, check_head_init, choose_sources,
                                          cv_options, describe_candidate, init_from_head, inner_folds,

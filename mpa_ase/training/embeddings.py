@@ -20,7 +20,7 @@ from mpa_ase.backbones.base import Backbone
 from mpa_ase.checkpoint import atomic_save
 from mpa_ase.errors import MPAInputError
 from mpa_ase.graph import AtomsGraph
-from mpa_ase.training import distributed as dist
+from mpa_ase import parallel as dist
 
 log = logging.getLogger(__name__)
 

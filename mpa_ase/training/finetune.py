@@ -18,7 +18,7 @@ where the new data say nothing (distillation).
 Like the head phases: one checkpoint per epoch written atomically by rank 0,
 data order a function of (seed, epoch) only, so a killed run resumes to the
 same weights; under ``torchrun`` every rank takes its share of each minibatch
-and the gradients are summed (:mod:`mpa_ase.training.distributed`); early
+and the gradients are summed (:mod:`mpa_ase.parallel`); early
 stopping on the validation split (whole groups: one material at all its
 pressures stays on one side); ``model.pt`` carries the backbone weights with
 provenance, loadable by ``MPACalculator(model=path)``.
@@ -46,7 +46,7 @@ from mpa_ase.errors import CheckpointError
 from mpa_ase.graph import AtomsGraph, SystemNeighbors
 from mpa_ase.neighbors import neighbor_list
 from mpa_ase.neighbors.geometry import as_cell, as_pbc
-from mpa_ase.training import distributed as dist
+from mpa_ase import parallel as dist
 from mpa_ase.training.config import check_keys, load_yaml_or_dict
 from mpa_ase.training.trainer import code_fingerprint, load_training_state, resume_state, save_training_state
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from mpa_ase.checkpoint import atomic_save, model_file
 from mpa_ase.data import group_tasks
+from mpa_ase.parallel import barrier, is_main
 from mpa_ase.training.common import backbone_and_trunk, load_samples, read_config, train_and_write
-from mpa_ase.training.distributed import barrier, is_main
 
 
 def pretrain(config, *, progress: bool = True, stop_after: int | None = None, finish: bool = False) -> dict:

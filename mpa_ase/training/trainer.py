@@ -9,7 +9,7 @@ atomically after every epoch, and a run resumed from it ends with the same
 weights as an uninterrupted one: the data order and dropout of each epoch
 depend only on (seed, epoch).
 
-Under ``torchrun`` (see :mod:`mpa_ase.training.distributed`) each rank takes
+Under ``torchrun`` (see :mod:`mpa_ase.parallel`) each rank takes
 its share of every minibatch and the gradients are summed, so N processes
 follow the same steps as one (to float rounding; with head dropout > 0 the
 masks differ per rank). Rank 0 writes the checkpoint and decides early
@@ -36,7 +36,7 @@ from mpa_ase.checkpoint import atomic_save, safe_load
 from mpa_ase.errors import CheckpointError
 from mpa_ase.graph import AtomsGraph
 from mpa_ase.heads import PropertyHead, Trunk
-from mpa_ase.training import distributed as dist
+from mpa_ase import parallel as dist
 from mpa_ase.training.embeddings import EmbeddingCache
 
 TRAIN_FORMAT = "mpa-ase-train/1"

@@ -103,7 +103,7 @@ def read(path: str | Path) -> dict:
 def write(path: str | Path, targets: dict | None = None, tasks: dict | None = None) -> Path:
     """Write (atomically) a splits file; sections not given are kept from the file there.
     Under torch.distributed only rank 0 writes."""
-    from mpa_ase.training.distributed import is_main
+    from mpa_ase.parallel import is_main
 
     path = _file(path)
     if not is_main():
