@@ -101,3 +101,17 @@ def test_cluster_screen_equals_one_process_and_survives_a_killed_worker(client, 
         screen(sources[:-1], calc, out, client=client, shard_size=2, progress=False)
     with pytest.raises(TypeError, match="MPACalculator or a zero-argument function"):
         screen(sources, object(), tmp_path / "x.csv", client=client)
+
+
+def test_cli_screen_on_a_local_cluster(tmp_path, capsys):
+    from mpa_ase.cli import main
+    from mpa_ase.workflows.screen import errors_path
+
+    sources = _files(tmp_path)[:6] + [str(tmp_path / "garbage.cif")]
+    out = tmp_path / "cli.csv"
+    assert main(["screen", *sources, "--out", str(out), "--workers", "1", "--shard-size", "3", "--quiet",
+                 "--backbone", "chgnet", "--device", "cpu"]) == 0
+    table = _table(out)
+    assert len(table) == 6 + 2 and not table["id"].duplicated().any()  # s00 and s05 hold two structures
+    assert list(_table(errors_path(out))["id"]) == [f"{tmp_path / 'garbage.cif'}@0"]
+    assert "written" in capsys.readouterr().out
