@@ -11,6 +11,7 @@ from ase.build import bulk
 from ase.eos import EquationOfState
 
 from mpa_ase.workflows import eos, relax, run_md
+from mpa_ase.testing.structures import DISORDERED_CIF as FECO_CIF
 
 MATERIALS = {
     "Si": lambda: bulk("Si", "diamond", 5.45),
@@ -207,26 +208,6 @@ def test_screen_reports_bad_files_keeps_good_results_and_resumes_after_a_kill(ch
         assert float(row["energy_eV"]) == pytest.approx(atoms.get_potential_energy(), abs=1e-4)
 
 
-FECO_CIF = """data_FeCoO
-_cell_length_a 4.26
-_cell_length_b 4.26
-_cell_length_c 4.26
-_cell_angle_alpha 90
-_cell_angle_beta 90
-_cell_angle_gamma 90
-_symmetry_space_group_name_H-M 'F m -3 m'
-_symmetry_Int_Tables_number 225
-loop_
-_atom_site_label
-_atom_site_type_symbol
-_atom_site_fract_x
-_atom_site_fract_y
-_atom_site_fract_z
-_atom_site_occupancy
-Fe1 Fe 0 0 0 0.5
-Co1 Co 0 0 0 0.5
-O1 O 0.5 0.5 0.5 1.0
-"""
 
 
 def test_cli_workflow_commands(tmp_path, capsys):
