@@ -10,8 +10,8 @@ from ase import units
 from ase.build import bulk
 from ase.eos import EquationOfState
 
-from mpa_ase.workflows import eos, relax, run_md
 from mpa_ase.testing.structures import DISORDERED_CIF as FECO_CIF
+from mpa_ase.workflows import eos, relax, run_md
 
 MATERIALS = {
     "Si": lambda: bulk("Si", "diamond", 5.45),
