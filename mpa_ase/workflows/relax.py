@@ -67,9 +67,16 @@ def relax(atoms: Atoms, calc, fmax: float = 0.02, steps: int = 500, cell: bool =
         smax=float(np.abs(atoms.get_stress()).max()) if cell else None,
     )
     if not converged:
-        warnings.warn(f"relaxation of {atoms.get_chemical_formula()} did not converge in {steps} steps "
-                      f"(fmax {result.fmax:.3g} eV/Å > {fmax})", stacklevel=2)
+        warnings.warn(_not_converged(result, steps, fmax), stacklevel=2)
     return result
+
+
+def _not_converged(result: RelaxResult, steps: int, fmax: float) -> str:
+    residual = f"largest force {result.fmax:.3g} eV/Å"
+    if result.smax is not None:  # the cell filter's criterion includes the stress (times the volume)
+        residual += f", largest stress {result.smax:.3g} eV/Å³"
+    return (f"relaxation of {result.atoms.get_chemical_formula()} did not converge in {steps} steps "
+            f"({residual}; fmax {fmax})")
 
 
 class _Precomputed(Calculator):
@@ -187,8 +194,7 @@ def relax_many(structures, calc, fmax: float = 0.05, steps: int = 300, cell: boo
         plain.calc = SinglePointCalculator(plain, **state["slot"].results)
         result.atoms = plain
         if not converged:
-            warnings.warn(f"relaxation of {atoms.get_chemical_formula()} did not converge in {steps} steps "
-                          f"(fmax {result.fmax:.3g} eV/Å > {fmax})", stacklevel=3)
+            warnings.warn(_not_converged(result, steps, fmax), stacklevel=3)
         results[state["k"]] = result
         bar.update(1)
 
