@@ -107,9 +107,8 @@ def _launch_ranks(args) -> int:
     import subprocess
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-           "-m", "mpa_ase.cli", "train", args.phase, "--config", args.config]
-    cmd += [flag for flag, on in (("--restart", args.restart), ("--finish", args.finish), ("--quiet", args.quiet),
-                                  ("--debug", args.debug)) if on]
+           "-m", "mpa_ase.cli", *(["--debug"] if args.debug else []), "train", args.phase, "--config", args.config]
+    cmd += [flag for flag, on in (("--restart", args.restart), ("--finish", args.finish), ("--quiet", args.quiet)) if on]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # N processes on N cores; raise it yourself for more
     return subprocess.run(cmd, env=env).returncode

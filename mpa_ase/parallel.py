@@ -139,9 +139,9 @@ def sum_gradients(params: Sequence[torch.nn.Parameter], loss: float) -> float:
     flat[k:k + len(params)] = torch.tensor([p.grad is not None for p in params], dtype=ref.dtype)
     flat[-1] = loss
     torch.distributed.all_reduce(flat)
-    k = 0
+    k, flags = 0, sum(sizes)
     for i, (n, p) in enumerate(zip(sizes, params)):
-        if flat[sum(sizes) + i] > 0:
+        if flat[flags + i] > 0:
             p.grad = flat[k:k + n].to(p.dtype).reshape(p.shape).clone()
         else:
             p.grad = None

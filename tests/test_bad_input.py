@@ -199,6 +199,8 @@ def workflow_cases():
          (FileNotFoundError, "none.cif")),
         ("screen-zero-batch", lambda c, t: screen([_cif(t)], c, t / "o.csv", batch_size=0, progress=False),
          (ValueError, "batch_size")),
+        ("screen-zero-shard", lambda c, t: screen([_cif(t)], c, t / "o.csv", shard_size=0, progress=False),
+         (ValueError, "shard_size")),
         ("screen-lambda-on-cluster", lambda c, t: calculator_spec(lambda: c),
          (ValueError, "(?i)module-level function|cannot be sent")),
         ("screen-object-on-cluster", lambda c, t: calculator_spec(object()), (TypeError, "MPACalculator")),

@@ -128,3 +128,25 @@ def test_head_training_two_ranks_equal_one(tmp_path):
     assert ma["test_predictions"]["identity"] == mb["test_predictions"]["identity"]
     assert mb["test"]["mae"] == pytest.approx(ma["test"]["mae"], rel=1e-3)
     assert (tmp_path / "two" / "splits.json").read_text() == (tmp_path / "one" / "splits.json").read_text()
+
+
+def test_nproc_launches_a_command_the_cli_parses(monkeypatch, tmp_path):
+    """``mpa --debug train ... --nproc 2`` re-runs itself under torchrun: the
+    command must parse (``--debug`` belongs before the subcommand)."""
+    from mpa_ase import cli
+
+    seen = {}
+
+    def fake_run(cmd, env):
+        seen["cmd"], seen["env"] = cmd, env
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert cli.main(["--debug", "train", "finetune", "--config", "c.yaml", "--nproc", "2", "--quiet"]) == 0
+    cmd = seen["cmd"]
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=2" in cmd
+    args = cli.build_parser().parse_args(cmd[cmd.index("mpa_ase.cli") + 1:])
+    assert args.debug and args.quiet and args.phase == "finetune" and args.nproc == 1
+    with pytest.raises(ValueError, match="nproc"):
+        cli.cmd_train(cli.build_parser().parse_args(["train", "finetune", "--config", "c.yaml", "--nproc", "0"]))

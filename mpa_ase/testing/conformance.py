@@ -230,8 +230,8 @@ def check_dtype_and_device(backbone_name: str, model, atoms: Atoms, tol: float =
 
 def check_finetune_step(backbone_name: str, model, structures: Sequence[Atoms], lr: float = 1e-4) -> dict:
     """One optimizer step on the last block (``trainable: last 1``) towards
-    shifted energies and zero forces lowers that loss and leaves the other
-    blocks untouched."""
+    shifted energies and zero forces lowers that loss; with several blocks,
+    the last one is a proper part of the backbone (``blocks()`` splits it)."""
     from mpa_ase.checkpoint import load_model
     from mpa_ase.graph import AtomsGraph
     from mpa_ase.training.finetune import set_trainable
@@ -260,11 +260,13 @@ def check_finetune_step(backbone_name: str, model, structures: Sequence[Atoms], 
     loss0 = float(loss0.detach())
     loss1 = float(loss_value().detach())
     trainable = {id(p) for p in params}
-    names = {id(p): n for n, p in backbone.named_parameters()}
-    changed = [names[id(p)] for p in backbone.parameters() if not torch.equal(p.detach(), before[names[id(p)]])]
-    frozen_changed = [n for n in changed if id(dict(backbone.named_parameters())[n]) not in trainable]
+    changed = [n for n, p in backbone.named_parameters() if not torch.equal(p.detach(), before[n])]
+    frozen_changed = [n for n, p in backbone.named_parameters() if n in changed and id(p) not in trainable]
     assert not frozen_changed, f"frozen parameters changed: {frozen_changed[:3]}"
     assert changed, "the step changed no parameter"
+    if len(list(backbone.blocks())) > 1:
+        total = sum(1 for _ in backbone.parameters())
+        assert len(params) < total, f"'last 1' of {len(list(backbone.blocks()))} blocks trains every parameter"
     assert loss1 < loss0, f"loss did not decrease ({loss0:.6g} -> {loss1:.6g})"
     return {"loss_before": loss0, "loss_after": loss1, "changed_tensors": len(changed)}
 

@@ -17,9 +17,6 @@ def thermalize_atoms(atoms: Atoms, temperature_K: float, rng) -> None:
     thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
 
 
-_thermalize = thermalize_atoms  # run_md's argument ``thermalize`` shadows a plain name
-
-
 def _check_md_settings(timestep_fs, temperature_K, steps, interval) -> None:
     if not np.isfinite(timestep_fs) or timestep_fs <= 0:
         raise ValueError(f"timestep_fs must be positive, got {timestep_fs}")
@@ -58,7 +55,7 @@ def run_md(atoms: Atoms, calc, ensemble: str = "nve", temperature_K: float = 300
     atoms.calc = calc
     rng = np.random.default_rng(seed)
     if thermalize:
-        _thermalize(atoms, temperature_K, rng)
+        thermalize_atoms(atoms, temperature_K, rng)
     dt = timestep_fs * units.fs
     if ensemble == "nve":
         dyn = VelocityVerlet(atoms, dt, trajectory=trajectory, logfile=logfile)
@@ -123,7 +120,7 @@ def run_md_many(structures, calc, ensemble: str = "nve", temperature_K: float = 
     systems = [a.copy() for a in structures]
     for a in systems:
         if thermalize:
-            _thermalize(a, temperature_K, rng)
+            thermalize_atoms(a, temperature_K, rng)
     dt = timestep_fs * units.fs
     gamma = friction / units.fs
     masses = [a.get_masses()[:, None] for a in systems]

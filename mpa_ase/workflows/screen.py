@@ -157,8 +157,8 @@ def screen(sources: Sequence[str], calc, out: str | Path, *, relax: bool = False
     missing = [str(src) for src in sources if not Path(src).exists()]
     if missing:  # a mistyped path is the caller's error, not a bad structure to report and skip
         raise FileNotFoundError(f"structure source(s) not found: {', '.join(missing[:5])}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size < 1 or shard_size < 1:
+        raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}")
     if client is not None:
         from mpa_ase.workflows.screen_dask import screen_on_cluster
 

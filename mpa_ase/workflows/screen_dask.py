@@ -94,8 +94,8 @@ def screen_on_cluster(sources: Sequence[str], calc, out: str | Path, client, *, 
     import pandas as pd
     from distributed import as_completed
 
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if shard_size < 1 or (in_flight is not None and in_flight < 1):
+        raise ValueError(f"shard_size and in_flight must be >= 1, got {shard_size} and {in_flight}")
     spec = calculator_spec(calc)
     probe = calc() if spec[0] == "factory" else calc  # the heads decide the table's columns
     heads = getattr(probe, "heads", {})
