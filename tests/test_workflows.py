@@ -276,6 +276,38 @@ def test_relax_many_equals_relax_one_by_one(chgnet_calc64):
         relax(structs[0], chgnet_calc64, fmax=0.0)
 
 
+class _CostModel:
+    """A batch calculator whose call time follows a given cost model (sleeps)."""
+
+    def __init__(self, seconds):
+        self.seconds, self.calls = seconds, []
+
+    def calculate_batch(self, atoms_list, properties=("energy",)):
+        import time
+
+        n = sum(len(a) for a in atoms_list)
+        self.calls.append(n)
+        time.sleep(self.seconds(n))
+        return [{} for _ in atoms_list]
+
+
+def test_cpu_batch_size_probe_follows_the_time_per_atom():
+    from mpa_ase.workflows.relax import CPU_CANDIDATES, default_max_atoms
+
+    cells = [bulk("NaCl", "rocksalt", 5.6)] * 400  # 2 atoms each
+    # a fixed cost per call dominates: the largest call wins
+    fixed = _CostModel(lambda n: 0.02)
+    assert default_max_atoms(fixed, cells) == CPU_CANDIDATES[-1]
+    # cost grows faster than the atoms (cache spill): the smallest call wins, and the
+    # probe stops once larger calls are clearly worse instead of trying them all
+    spill = _CostModel(lambda n: 2e-6 * n * n)
+    assert default_max_atoms(spill, cells) == CPU_CANDIDATES[0]
+    assert max(spill.calls) < CPU_CANDIDATES[-1]
+    # few atoms in all: one call, no probe
+    tiny = _CostModel(lambda n: 0.0)
+    assert default_max_atoms(tiny, cells[:5]) == 10 and tiny.calls == []
+
+
 def test_impossible_workflow_settings_are_refused(chgnet_calc):
     from ase.build import molecule
 
