@@ -321,7 +321,7 @@ def cmd_validate(args) -> int:
         std = [float(r["std"]) for r in test] if "std" in rows[0] else None
         result = all_metrics(train, [float(r["y"]) for r in test], [float(r["pred"]) for r in test], std)
     else:
-        from mpa_ase.validation.evaluate import validate
+        from mpa_ase.training.validate import validate
 
         if not (args.model and args.data and args.task):
             print("give --predictions FILE, or --model, --data and --task", file=sys.stderr)

@@ -105,6 +105,14 @@ def test_crystal_target_cluster_split_unseen(tmp_path, cache_dir, shared_data):
     samples = {s.identity: s for s in load_source(XTAL_TARGET["data"])}
     systems = {side: {chemical_system(samples[i]) for i in held[side]} for side in stored.SIDES}
     assert not systems["train"] & systems["test"]
+    # mpa validate reads the split stored beside the model: the same test compounds, the same error
+    from mpa_ase.training.validate import validate
+
+    report = validate(mpa["model"], XTAL_TARGET["data"], XTAL_TARGET["task"], cache_dir=cache_dir,
+                      split_kind="random", seed=99)  # settings a stored split must override
+    assert report["split_source"].endswith("splits.json") and report["split"] == "cluster"
+    assert set(report["predictions"]["identity"]) == set(held["test"]) == _tested(mpa, XTAL_TARGET["task"])
+    assert report["mae"] == pytest.approx(mpa["metrics"][XTAL_TARGET["task"]]["test"]["mae"], rel=1e-5)
 
 
 def test_stored_split_refuses_samples_it_never_saw(tmp_path):

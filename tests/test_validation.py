@@ -77,3 +77,19 @@ def test_periodic_group_split_holds_out_whole_columns():
     assert periodic_groups(SimpleNamespace(identity="x", formula="CeO2", smiles=None)) == "16-La"
     with pytest.raises(ValueError, match="molecule"):
         periodic_groups(SimpleNamespace(identity="mol:CCO", formula=None, smiles="CCO"))
+
+
+def test_validation_depends_on_nothing_in_training():
+    """Splits and metrics must be usable (and auditable) without the training code."""
+    import ast
+    from pathlib import Path
+
+    import mpa_ase.validation as v
+
+    offenders = []
+    for path in sorted(Path(v.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {n}" for n in names if n.startswith("mpa_ase.training")]
+    assert not offenders, offenders

@@ -1,4 +1,7 @@
-"""Evaluate a trained head on a real data split: ``mpa validate``."""
+"""Evaluate a trained head of a model file on its stored test split: ``mpa validate``.
+
+It lives with training (it reads run folders, embeddings and heads); ``mpa_ase.validation``
+itself (splits, metrics, stored split files) depends on nothing in ``mpa_ase.training``."""
 
 from __future__ import annotations
 
