@@ -101,6 +101,11 @@ def model_file(backbone: dict, trunk: Trunk | None, heads: dict[str, PropertyHea
 
 
 def _parts(obj: dict, path) -> tuple[dict, Trunk | None, dict[str, PropertyHead], dict]:
+    with torch.random.fork_rng(devices=[]):  # reading a file draws no numbers from the caller's RNG
+        return _build_parts(obj, path)
+
+
+def _build_parts(obj: dict, path) -> tuple[dict, Trunk | None, dict[str, PropertyHead], dict]:
     try:
         trunk = None
         if obj["trunk"] is not None:

@@ -58,7 +58,10 @@ def load_backbone(name: str, **options) -> Backbone:
             f"backbone {name!r} is not installed ({what}); installed backbones: {installed}"
         )
     factory = found[name].load()
-    backbone = factory(**options)
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # building modules to load weights into draws no numbers of the caller's
+        backbone = factory(**options)
     if not isinstance(backbone, Backbone):
         raise TypeError(
             f"entry point {name!r} ({found[name].value}) returned {type(backbone).__name__}, "

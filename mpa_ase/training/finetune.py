@@ -48,6 +48,7 @@ from mpa_ase.neighbors import neighbor_list
 from mpa_ase.neighbors.geometry import as_cell, as_pbc
 from mpa_ase import parallel as dist
 from mpa_ase.training.config import check_keys, load_yaml_or_dict
+from mpa_ase.training.rng import seeded
 from mpa_ase.training.trainer import code_fingerprint, load_training_state, resume_state, save_training_state
 
 log = logging.getLogger(__name__)
@@ -353,24 +354,25 @@ class FinetuneTrainer:
         done_here = 0
         while (not finish and state["epoch"] < epochs and state["bad_epochs"] < self.cfg.patience):
             epoch = state["epoch"]
-            torch.manual_seed(self.cfg.seed * 100_003 + epoch + 7919 * self.rank)
             self.model.train()
             t0 = time.perf_counter()
             losses = []
             plan = self.epoch_plan(epoch)
             inner = tqdm(plan, desc=f"epoch {epoch}", unit="batch", leave=False,
                          disable=not self.progress or self.rank != 0)
-            for idx in inner:
-                # shares of equal cost, so no rank waits long for the others at the reduction
-                mine = dist.balanced_share(idx, [self.bank.cost(self.train[i]) for i in idx], self.rank, self.world)
-                self.optimizer.zero_grad()
-                value = 0.0
-                if mine:
-                    loss = self._loss(mine, len(idx))
-                    loss.backward()
-                    value = float(loss.detach())
-                losses.append(dist.sum_gradients(self.params, value))
-                self.optimizer.step()
+            with seeded(self.cfg.seed * 100_003 + epoch + 7919 * self.rank, self.bank.device):  # dropout's stream
+                for idx in inner:
+                    # shares of equal cost, so no rank waits long for the others at the reduction
+                    costs = [self.bank.cost(self.train[i]) for i in idx]
+                    mine = dist.balanced_share(idx, costs, self.rank, self.world)
+                    self.optimizer.zero_grad()
+                    value = 0.0
+                    if mine:
+                        loss = self._loss(mine, len(idx))
+                        loss.backward()
+                        value = float(loss.detach())
+                    losses.append(dist.sum_gradients(self.params, value))
+                    self.optimizer.step()
             seconds = time.perf_counter() - t0
             self.model.eval()
             metric, e = self.val_metric() if self.val else (float(np.mean(losses)), {})

@@ -38,6 +38,7 @@ from mpa_ase.graph import AtomsGraph
 from mpa_ase.heads import PropertyHead, Trunk
 from mpa_ase import parallel as dist
 from mpa_ase.training.embeddings import EmbeddingCache
+from mpa_ase.training.rng import seeded
 
 TRAIN_FORMAT = "mpa-ase-train/1"
 
@@ -338,9 +339,10 @@ class Trainer:
                    disable=not self.progress or self.rank != 0)
         while not finish and state["epoch"] < self.cfg.epochs and state["bad_epochs"] < self.cfg.patience:
             epoch = state["epoch"]
-            torch.manual_seed(self.cfg.seed * 100_003 + epoch + 7919 * self.rank)
             self.headset.train()
-            losses = [self._step(b) for b in self.epoch_plan(epoch)]
+            device = next(self.headset.parameters()).device
+            with seeded(self.cfg.seed * 100_003 + epoch + 7919 * self.rank, device):  # dropout's stream
+                losses = [self._step(b) for b in self.epoch_plan(epoch)]
             metric, maes = dist.broadcast_object(self.validation() if self.rank == 0 else None)
             improved = metric < state["best_metric"] - 1e-9
             if improved:
