@@ -16,7 +16,16 @@ the elements) and seed:
     WEBBOOK and critical temperature PSRK/CRC for the DIPPR flash point), as
     ``mpa train posttrain`` does by default (``head_init: correlated``,
     ``head_init_top: 3``). ``--methods mpa_related,mpa_top1`` add the same
-    property of another source (the previous recipe) and the single best head.
+    property of another source (the previous recipe) and the single best head;
+  * baselines with the same tuning (``--methods mpa_cv,direct_cv,ridge``):
+    ``mpa_cv`` chooses its head start by a 3-fold inner CV on the training
+    split (4 candidates); ``direct_cv`` gets the same folds and budget for its
+    own candidates (fresh heads at the configured learning rate, a 10x smaller
+    trunk rate, 0.3x and 3x both rates); ``ridge`` is ridge regression on the
+    frozen backbone's pooled features, alpha chosen on the validation side.
+    The summary compares mpa_cv with direct_cv and ridge, with a bootstrap
+    95% interval over properties, and reports the test coverage of the heads'
+    90% split-conformal intervals.
 Mid-training never sees a target task (all 30 targets are excluded from it)
 and never sees a target's validation/test compound under any source (the
 leakage guard removes the union of all targets' held-out identities), so one
@@ -164,7 +173,14 @@ METHODS = {
     # the head start chosen per target by inner CV on its training split among
     # top 3, top 3 + 10x smaller trunk lr, top 1 and related (head_init: cv)
     "mpa_cv": {**RECIPE, "head_init": "cv"},
+    # the baseline with the same tuning budget: inner CV (same folds) among fresh heads at the
+    # configured learning rate, a 10x smaller trunk rate, and 0.3x / 3x both rates
+    "direct_cv": {"mid": None, "head_init": "cv", "cv": "direct", "readout": "hybrid"},
+    # ridge regression on the frozen backbone's pooled features (alpha chosen on the validation side)
+    "ridge": {"mid": None},
 }
+# each method is compared with its baseline: the tuned MPA with the tuned direct fine-tuning
+BASELINE = {"mpa_cv": "direct_cv"}
 ABLATIONS = ("mpa_fresh_head", "mpa_no_computational", "mpa_other_class_only", "mpa_3_sources", "mpa_10_sources")
 READOUT_ABLATIONS = ("mpa_readout_mean", "mpa_readout_attention", "mpa_readout_sum")
 
@@ -247,7 +263,8 @@ def main() -> None:
     from mpa_ase.data import leakage_guard
     from mpa_ase.heads import Trunk
     from mpa_ase.checkpoint import read_parts
-    from mpa_ase.training.common import train_and_write
+    from mpa_ase.training.baselines import ridge_baseline
+    from mpa_ase.training.common import task_meta, train_and_write
     from mpa_ase.training.embeddings import EmbeddingCache
     from mpa_ase.validation import stored
 
@@ -293,16 +310,16 @@ def main() -> None:
             ablate = not args.quick and kind in ablation_splits and seed < args.ablation_seeds
             # each target split once, after the embedding filter, and stored: the guard and
             # every post-training run below read these records
-            protected, held, records = set(), {}, {}
+            protected, held, split_records = set(), {}, {}
             for task, samples in targets.items():
                 sc = split_cfg(kind, seed, samples[0].formula is not None,
                                elemental=task.startswith("element_"))
-                records[task] = stored.check_held_out(
+                split_records[task] = stored.check_held_out(
                     stored.draw([s for s in samples if cache.has(s)], sc["kind"], sc["val"], sc["test"], sc["seed"]),
                     task)
-                protected |= stored.held_out(records[task])
+                protected |= stored.held_out(split_records[task])
                 held[task] = sc
-            stored.write(work / f"{kind}_s{seed}", targets=records)
+            stored.write(work / f"{kind}_s{seed}", targets=split_records)
             mid_samples, removed = leakage_guard(aux, protected)
             mids = {}
 
@@ -347,6 +364,18 @@ def main() -> None:
                     if (task, kind, seed, method) in done:
                         continue
                     how = METHODS[method]
+                    if method == "ridge":
+                        usable = [x for x in samples if cache.has(x)]
+                        tr, va, te = stored.apply(usable, split_records[task], task)
+                        rr = ridge_baseline(cache, tr, va, te, log_target=task_meta(usable)["transform"] == "log10")
+                        rec = {"property": task, "split": kind, "split_kind": sc["kind"], "seed": seed,
+                               "method": method, "mae": rr["test_mae"], "n_train": rr["n_train"],
+                               "n_test": rr["n_test"], "unit": samples[0].unit, "alpha": rr["alpha"],
+                               "spearman_abs_err_std": float("nan")}
+                        records.append(rec)
+                        with log_path.open("a") as fh:
+                            fh.write(json.dumps(rec) + "\n")
+                        continue
                     mid_key = how["mid"]
                     if mid_key == "other_class_only":
                         mid_key = "molecular_only" if crystal else "crystal_only"
@@ -357,16 +386,19 @@ def main() -> None:
                     cfg = {"output": str(work / f"{kind}_s{seed}" / "post" / f"{task.replace(' ', '_')}_{method}"),
                            "seed": seed, "cache_dir": cache_dir, "split": sc, "optim": optim,
                            "head": {"members": 3, "readout": how["readout"]},
-                           "head_init": how["head_init"], "head_init_top": how.get("top", 1)}
+                           "head_init": how["head_init"], "head_init_top": how.get("top", 1),
+                           **({"head_init_cv": {"candidates": how["cv"]}} if "cv" in how else {})}
                     out = train_and_write(cfg, "posttrain", spec, backbone, trunk, {task: samples}, progress=False,
-                                          cache=cache, source_heads=mid_heads, stored_splits={task: records[task]})
+                                          cache=cache, source_heads=mid_heads,
+                                          stored_splits={task: split_records[task]})
                     m = out["metrics"][task]
                     rec = {"property": task, "split": kind, "split_kind": sc["kind"], "seed": seed,
                            "method": method, "mae": m["test"]["mae"], "r2": m["test"]["r2"],
                            "n_train": m["n_train"], "n_test": m["n_test"], "unit": m["unit"],
                            "spearman_abs_err_std": m["test"].get("spearman_abs_err_std", float("nan")),
                            "val_mae": m["val"]["mae"] if "val" in m else float("nan"),
-                           "head_init": m.get("head_init", "fresh")}
+                           "head_init": m.get("head_init", "fresh"),
+                           "interval_coverage_test": m.get("interval", {}).get("coverage_test")}
                     if "head_start_cv" in m:
                         rec["head_start_cv"] = {k: m["head_start_cv"][k] for k in ("candidate", "cv_mae", "held_out")}
                     records.append(rec)
@@ -374,8 +406,8 @@ def main() -> None:
                         fh.write(json.dumps(rec) + "\n")
                 d = {r["method"]: r["mae"] for r in records if r["property"] == task and r["split"] == kind
                      and r["seed"] == seed}
-                print(f"  {task} [{kind}, seed {seed}]: direct {d['direct']:.4g}, mpa {d['mpa']:.4g} "
-                      f"({(d['mpa'] / d['direct'] - 1) * 100:+.1f}%)", flush=True)
+                print(f"  {task} [{kind}, seed {seed}]: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(d.items())),
+                      flush=True)
     wall = time.time() - t_start
     report(records, quick=args.quick, extra={"wall_time_s": wall, "seeds": seeds,
                                              "n_aux_tasks": len({s.task for s in aux})})
@@ -434,18 +466,29 @@ def merge(paths: list[str]) -> None:
     report(records, quick=False, extra={"merged_from": paths, "protocol": PROTOCOL})
 
 
+def bootstrap_ci(values, level: float = 0.95, n: int = 10_000, seed: int = 0) -> list[float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampling properties)."""
+    v = np.asarray(values, dtype=float)
+    means = np.random.default_rng(seed).choice(v, size=(n, len(v)), replace=True).mean(axis=1)
+    return [float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))]
+
+
 def summarise(records) -> dict:
     by = defaultdict(list)
     for r in records:
         by[(r["property"], r["split"], r["method"])].append(r)
     props = sorted({r["property"] for r in records})
     methods = sorted({r["method"] for r in records} - {"direct"})
+    comparisons = [(m, "direct") for m in methods]
+    for m in methods:
+        if m != "ridge":
+            comparisons += [(m, b) for b in (BASELINE.get(m), "ridge") if b in methods]
     numbers, rows = {}, []
     for split_kind in ("random", "ood"):
-        for method in methods:
+        for method, base in comparisons:
             rel = []
             for p in props:
-                d = by.get((p, split_kind, "direct"))
+                d = by.get((p, split_kind, base))
                 m = by.get((p, split_kind, method))
                 if not d or not m:
                     continue
@@ -453,7 +496,8 @@ def summarise(records) -> dict:
                 pairs = [(x["mae"], y["mae"]) for x in d for y in m if x["seed"] == y["seed"]]
                 rel.append(np.mean([b / a - 1 for a, b in pairs]))
             if rel:
-                numbers[f"{split_kind}/{method}"] = {"mean_rel_change": float(np.mean(rel)),
+                key = f"{split_kind}/{method}" + ("" if base == "direct" else f" vs {base}")
+                numbers[key] = {"mean_rel_change": float(np.mean(rel)), "ci95": bootstrap_ci(rel),
                                                      "median_rel_change": float(np.median(rel)),
                                                      "n_properties": len(rel),
                                                      "n_improved": int(sum(x < 0 for x in rel))}
@@ -465,25 +509,47 @@ def summarise(records) -> dict:
         for split_kind in ("random", "ood"):
             m = by.get((p, split_kind, main[split_kind]))
             seeds_m = {y["seed"] for y in m or []}
-            d = [x for x in by.get((p, split_kind, "direct"), []) if x["seed"] in seeds_m]
+            # against the baseline with the same tuning where it ran
+            base = BASELINE.get(main[split_kind])
+            base = base if by.get((p, split_kind, base)) else "direct"
+            d = [x for x in by.get((p, split_kind, base), []) if x["seed"] in seeds_m]
             if d and m:
                 rel = [y["mae"] / x["mae"] - 1 for x in d for y in m if x["seed"] == y["seed"]]
-                row[f"{split_kind}_method"] = f"{main[split_kind]} ({len(rel)} seeds)"
-                row[f"{split_kind}_direct_mae"] = float(np.mean([x["mae"] for x in d]))
+                row[f"{split_kind}_method"] = f"{main[split_kind]} vs {base} ({len(rel)} seeds)"
+                row[f"{split_kind}_baseline_mae"] = float(np.mean([x["mae"] for x in d]))
                 row[f"{split_kind}_mpa_mae"] = float(np.mean([x["mae"] for x in m]))
                 row[f"{split_kind}_change_%"] = 100 * float(np.mean(rel))
                 row[f"{split_kind}_spread_%"] = 100 * float(np.std(rel))
                 row[f"{split_kind}_mpa_spearman"] = float(np.nanmean([x["spearman_abs_err_std"] for x in m]))
                 row["unit"] = d[0]["unit"]
         rows.append(row)
-    cols = ["property", "unit", "random_method", "random_direct_mae", "random_mpa_mae", "random_change_%",
-            "random_spread_%", "ood_method", "ood_direct_mae", "ood_mpa_mae", "ood_change_%", "ood_spread_%",
+    cols = ["property", "unit", "random_method", "random_baseline_mae", "random_mpa_mae", "random_change_%",
+            "random_spread_%", "ood_method", "ood_baseline_mae", "ood_mpa_mae", "ood_change_%", "ood_spread_%",
             "ood_mpa_spearman"]
     table = format_table(rows, cols)
-    lines = [table, "", "| comparison | mean rel. MAE change | median | properties improved |", "|---|---|---|---|"]
+    lines = [table, "", "| comparison | mean rel. MAE change | 95% CI (bootstrap over properties) | median | "
+             "properties improved |", "|---|---|---|---|---|"]
     for k, v in numbers.items():
-        lines.append(f"| {k} vs direct | {100 * v['mean_rel_change']:+.1f}% | {100 * v['median_rel_change']:+.1f}% | "
-                     f"{v['n_improved']}/{v['n_properties']} |")
+        name = k if " vs " in k else f"{k} vs direct"
+        lo, hi = v["ci95"]
+        lines.append(f"| {name} | {100 * v['mean_rel_change']:+.1f}% | [{100 * lo:+.1f}%, {100 * hi:+.1f}%] | "
+                     f"{100 * v['median_rel_change']:+.1f}% | {v['n_improved']}/{v['n_properties']} |")
+    # split-conformal 90% intervals: coverage of the test compounds, per property averaged over seeds
+    cover_lines = []
+    for split_kind in ("random", "ood"):
+        for method in ["direct"] + methods:
+            per_prop = [np.mean(c) for p in props
+                        if (c := [x["interval_coverage_test"] for x in by.get((p, split_kind, method), [])
+                                  if x.get("interval_coverage_test") is not None])]
+            if per_prop:
+                inside = sum(0.85 <= c <= 0.95 for c in per_prop)
+                numbers.setdefault(f"{split_kind}/{method}", {})["interval_coverage"] = {
+                    "mean": float(np.mean(per_prop)), "in_85_95": inside, "n_properties": len(per_prop)}
+                cover_lines.append(f"| {split_kind}/{method} | {100 * np.mean(per_prop):.1f}% | "
+                                   f"{inside}/{len(per_prop)} |")
+    if cover_lines:
+        lines += ["", "| 90% interval | mean test coverage | properties covered 85-95% |", "|---|---|---|"]
+        lines += cover_lines
     # per seed: the spread of the mean over properties, and which seeds agree
     seeds = sorted({r["seed"] for r in records})
     lines += ["", "| comparison | " + " | ".join(f"seed {k}" for k in seeds) + " |",

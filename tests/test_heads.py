@@ -212,11 +212,17 @@ def test_cv_selection_takes_the_lowest_mean_score_and_checks_its_options():
     assert select_by_cv(cands, [], lambda *a: 0.0)[0] == 0
     opts = cv_options({"head_init": "cv"})
     assert opts["folds"] == 3 and len(opts["candidates"]) == 4
+    # the direct baseline's preset: the same budget, fresh heads only, at other learning rates
+    direct = cv_options({"head_init_cv": {"candidates": "direct"}})["candidates"]
+    assert len(direct) == len(opts["candidates"]) and {c["head_init"] for c in direct} == {"fresh"}
+    assert cv_options({"head_init_cv": {"candidates": "mpa"}})["candidates"] == opts["candidates"]
     for bad, match in (({"folds": 1}, "folds=1"), ({"holdout": 0.2}, "unknown head_init_cv option"),
                        ({"candidates": []}, "empty"), ({"candidates": [{"head_init": "cv"}]}, "cannot itself"),
                        ({"candidates": [{"head_init": "nearest"}]}, "head_init='nearest'"),
                        ({"candidates": [{"head_init": "fresh", "lr": 1}]}, "candidate"),
-                       ({"candidates": [{"head_init": "fresh", "trunk_lr_factor": 0}]}, "must be positive")):
+                       ({"candidates": [{"head_init": "fresh", "trunk_lr_factor": 0}]}, "must be positive"),
+                       ({"candidates": [{"head_init": "fresh", "lr_factor": -1}]}, "lr_factor=-1 must be positive"),
+                       ({"candidates": "best"}, "presets")):
         with pytest.raises(ValueError, match=match):
             cv_options({"head_init_cv": bad})
 
@@ -257,3 +263,16 @@ def test_head_domain_bounds_and_intervals():
     assert torch.allclose(o["e_hi"] - o["e"], 2.0 * o["e_std"]) and "e_in_domain" not in o
     with pytest.raises(ValueError, match="material"):
         PropertyHead("x", "K", 8, material="liquid")
+
+
+def test_candidate_learning_rates_scale_the_configured_optimiser():
+    from mpa_ase.training.common import post_optim
+
+    cfg = {"optim": {"lr": 1e-3}}
+    assert post_optim(cfg).lr == 1e-3 and post_optim(cfg).trunk_lr is None
+    o = post_optim(cfg, {"head_init": "fresh", "lr_factor": 3.0})
+    assert o.lr == pytest.approx(3e-3) and o.trunk_lr is None
+    o = post_optim({"optim": {"lr": 1e-3, "trunk_lr": 1e-4}}, {"head_init": "fresh", "lr_factor": 0.5})
+    assert (o.lr, o.trunk_lr) == pytest.approx((5e-4, 5e-5))
+    o = post_optim(cfg, {"head_init": "fresh", "lr_factor": 2.0, "trunk_lr_factor": 0.1})
+    assert (o.lr, o.trunk_lr) == pytest.approx((2e-3, 2e-4))

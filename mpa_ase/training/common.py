@@ -24,6 +24,7 @@ from mpa_ase.training.embeddings import EmbeddingCache
 from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP, check_head_init, choose_sources,
                                          cv_options, describe_candidate, init_from_head, inner_folds,
                                          select_by_cv)
+from mpa_ase.training.rng import seeded
 from mpa_ase.training.trainer import (HeadSet, OptimConfig, TaskData, Trainer, calibrate, conformal_interval,
                                      data_hash, interval_coverage, predict)
 from mpa_ase.validation import stored
@@ -116,9 +117,10 @@ def backbone_and_trunk(cfg: dict):
     bb = cfg.get("backbone") or {"name": "chgnet"}
     spec = {"name": bb.get("name", "chgnet"), "model": bb.get("model")}
     backbone = load_backbone(spec["name"], model=spec["model"])
-    torch.manual_seed(seed)
     t = {"hidden": 128, "depth": 2, "dropout": 0.0, **(cfg.get("trunk") or {})}
-    trunk = Trunk(backbone.embedding_dim, hidden=int(t["hidden"]), depth=int(t["depth"]), dropout=float(t["dropout"]))
+    with seeded(seed):
+        trunk = Trunk(backbone.embedding_dim, hidden=int(t["hidden"]), depth=int(t["depth"]),
+                      dropout=float(t["dropout"]))
     return spec, backbone, trunk, {}
 
 
@@ -157,10 +159,17 @@ def started_head(name, meta, dim, head_cfg, trained_on, source_heads, head_init,
     return head, described
 
 
-def post_optim(cfg: dict, trunk_lr_factor: float | None = None) -> OptimConfig:
+def post_optim(cfg: dict, candidate: dict | None = None) -> OptimConfig:
+    """The optimiser settings of ``cfg``, scaled as a head-start ``candidate`` says
+    (``lr_factor``: every rate; ``trunk_lr_factor``: the trunk's rate relative to the heads')."""
     optim = OptimConfig.from_dict({"seed": int(cfg.get("seed", 0)), **(cfg.get("optim") or {})})
-    if trunk_lr_factor is not None:
-        optim.trunk_lr = optim.lr * float(trunk_lr_factor)
+    candidate = candidate or {}
+    if candidate.get("lr_factor") is not None:
+        factor = float(candidate["lr_factor"])
+        optim.lr *= factor
+        optim.trunk_lr = None if optim.trunk_lr is None else optim.trunk_lr * factor
+    if candidate.get("trunk_lr_factor") is not None:
+        optim.trunk_lr = optim.lr * float(candidate["trunk_lr_factor"])
     return optim
 
 
@@ -168,13 +177,13 @@ def _fold_mae(cfg, candidate, task, name, meta, dim, head_cfg, trunk, source_hea
     """Held-out MAE of one head start trained on one inner fold (a throwaway copy of the trunk)."""
     seed = int(cfg.get("seed", 0))
     fold_trunk = copy.deepcopy(trunk)
-    torch.manual_seed(seed + 1)
-    head, _ = started_head(name, meta, dim, head_cfg, "", source_heads, candidate["head_init"],
-                           candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP), fit, fold_trunk, cache, seed)
+    with seeded(seed + 1):
+        head, _ = started_head(name, meta, dim, head_cfg, "", source_heads, candidate["head_init"],
+                               candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP), fit, fold_trunk, cache, seed)
     headset = HeadSet(fold_trunk, {name: head})
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(headset, {task: TaskData(name, fit, val, [])}, cache,
-                          post_optim(cfg, candidate.get("trunk_lr_factor")), tmp, progress=False, checkpoint=False)
+                          post_optim(cfg, candidate), tmp, progress=False, checkpoint=False)
         trainer.fit(resume=False)
     mean, _ = predict(headset, name, trainer.batcher, held)
     return float(np.mean(np.abs(mean - np.array([s.value for s in held]))))
@@ -253,44 +262,47 @@ def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, t
     head_cfg = dict(cfg.get("head") or {})
     if members is not None:
         head_cfg.setdefault("members", members)
-    torch.manual_seed(seed + 1)
-    heads, task_data, head_inits, cv_reports, records = {}, {}, {}, {}, {}
-    trunk_lr_factor = None
-    stored_splits = stored_splits or {}
-    for task, samples in sorted(tasks.items()):
-        samples = [s for s in samples if cache.has(s)]
-        if len(samples) < 5 and task not in stored_splits:
-            log.warning("task %s has %d usable samples; skipped", task, len(samples))
-            continue
-        meta = task_meta(samples)
-        name = cfg.get("head_name") if phase == "posttrain" and cfg.get("head_name") else head_key(task)
-        if task in stored_splits:
-            records[task] = stored_splits[task]
-            train, val, test = stored.apply(samples, records[task], task)
-        elif split_all:
-            records[task] = draw_split(samples, cfg)
-            train, val, test = stored.apply(samples, records[task], task)
-        else:
-            train, val, test = samples, [], []
-        head_init = cfg.get("head_init", DEFAULT_HEAD_INIT)
-        top = cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
-        if source_heads and head_init == "cv":
-            if len(tasks) != 1:
-                raise ValueError(f"head_init: cv chooses the head start of one target task; this run has {len(tasks)}")
-            candidate, cv_reports[task] = choose_head_start_by_cv(
-                cfg, task, name, meta, backbone.embedding_dim, head_cfg, trunk, source_heads, train, val, cache, out,
-                progress=progress)
-            head_init, top = candidate["head_init"], candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
-            trunk_lr_factor = candidate.get("trunk_lr_factor")
-            torch.manual_seed(seed + 1)  # the final head starts as it would had this candidate been asked for
-        heads[name], described = started_head(name, meta, backbone.embedding_dim, head_cfg,
-                                              f"{task} ({meta['kind']})", source_heads, head_init, top, train, trunk,
-                                              cache, seed)
-        if described is not None:
-            head_inits[task] = described
-        task_data[task] = TaskData(name, train, val, test)
+    with seeded(seed + 1):  # heads start the same in every run of this seed
+        heads, task_data, head_inits, cv_reports, records = {}, {}, {}, {}, {}
+        chosen = None  # the head-start candidate chosen by inner CV, if any
+        stored_splits = stored_splits or {}
+        for task, samples in sorted(tasks.items()):
+            samples = [s for s in samples if cache.has(s)]
+            if len(samples) < 5 and task not in stored_splits:
+                log.warning("task %s has %d usable samples; skipped", task, len(samples))
+                continue
+            meta = task_meta(samples)
+            name = cfg.get("head_name") if phase == "posttrain" and cfg.get("head_name") else head_key(task)
+            if task in stored_splits:
+                records[task] = stored_splits[task]
+                train, val, test = stored.apply(samples, records[task], task)
+            elif split_all:
+                records[task] = draw_split(samples, cfg)
+                train, val, test = stored.apply(samples, records[task], task)
+            else:
+                train, val, test = samples, [], []
+            head_init = cfg.get("head_init", DEFAULT_HEAD_INIT)
+            top = cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
+            fresh_only = all(c["head_init"] == "fresh" for c in cv_options(cfg)["candidates"]) \
+                if head_init == "cv" else False
+            if head_init == "cv" and (source_heads or fresh_only):
+                if len(tasks) != 1:
+                    raise ValueError("head_init: cv chooses the head start of one target task; "
+                                     f"this run has {len(tasks)}")
+                candidate, cv_reports[task] = choose_head_start_by_cv(
+                    cfg, task, name, meta, backbone.embedding_dim, head_cfg, trunk, source_heads, train, val, cache,
+                    out, progress=progress)
+                head_init, top = candidate["head_init"], candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
+                chosen = candidate
+                torch.manual_seed(seed + 1)  # the final head starts as had this candidate been asked for
+            heads[name], described = started_head(name, meta, backbone.embedding_dim, head_cfg,
+                                                  f"{task} ({meta['kind']})", source_heads, head_init, top, train,
+                                                  trunk, cache, seed)
+            if described is not None:
+                head_inits[task] = described
+            task_data[task] = TaskData(name, train, val, test)
     stored.write(out, tasks=records)
-    optim = post_optim(cfg, trunk_lr_factor)
+    optim = post_optim(cfg, chosen)
     headset = HeadSet(trunk, heads)
     trainer = Trainer(headset, task_data, cache, optim, out, progress=progress,
                       config={k: v for k, v in cfg.items() if k != "output"})

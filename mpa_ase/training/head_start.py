@@ -29,7 +29,18 @@ DEFAULT_CV_CANDIDATES = (
     {"head_init": "correlated", "head_init_top": 1},
     {"head_init": "related"},
 )
-CANDIDATE_KEYS = {"head_init", "head_init_top", "trunk_lr_factor"}
+# The baseline's own tuning, with the same budget (4 candidates x the same folds):
+# a fresh head, at the configured learning rate, a 10x smaller trunk rate, and
+# 0.3x / 3x both rates. Epochs are chosen by early stopping on the validation
+# side in every fit, as for MPA.
+DIRECT_CV_CANDIDATES = (
+    {"head_init": "fresh"},
+    {"head_init": "fresh", "trunk_lr_factor": 0.1},
+    {"head_init": "fresh", "lr_factor": 0.3},
+    {"head_init": "fresh", "lr_factor": 3.0},
+)
+CV_PRESETS = {"mpa": DEFAULT_CV_CANDIDATES, "direct": DIRECT_CV_CANDIDATES}
+CANDIDATE_KEYS = {"head_init", "head_init_top", "trunk_lr_factor", "lr_factor"}
 CV_KEYS = {"folds", "candidates"}
 
 
@@ -46,7 +57,12 @@ def cv_options(cfg: dict) -> dict:
     unknown = set(opts) - CV_KEYS
     if unknown:
         raise ValueError(f"unknown head_init_cv option(s) {sorted(unknown)}; known: {sorted(CV_KEYS)}")
-    opts = {"folds": 3, "candidates": [dict(c) for c in DEFAULT_CV_CANDIDATES], **opts}
+    opts = {"folds": 3, "candidates": "mpa", **opts}
+    if isinstance(opts["candidates"], str):
+        if opts["candidates"] not in CV_PRESETS:
+            raise ValueError(f"head_init_cv.candidates={opts['candidates']!r}: a list of candidates or one of "
+                             f"the presets {sorted(CV_PRESETS)}")
+        opts["candidates"] = [dict(c) for c in CV_PRESETS[opts["candidates"]]]
     if not isinstance(opts["folds"], int) or isinstance(opts["folds"], bool) or opts["folds"] < 2:
         raise ValueError(f"head_init_cv.folds={opts['folds']!r}: needs an integer >= 2")
     if not opts["candidates"]:
@@ -58,8 +74,9 @@ def cv_options(cfg: dict) -> dict:
         if c["head_init"] == "cv":
             raise ValueError("a head_init_cv candidate cannot itself be head_init: cv")
         check_head_init(c["head_init"], c.get("head_init_top", DEFAULT_HEAD_INIT_TOP))
-        if "trunk_lr_factor" in c and not float(c["trunk_lr_factor"]) > 0:
-            raise ValueError(f"trunk_lr_factor={c['trunk_lr_factor']!r} must be positive")
+        for key in ("trunk_lr_factor", "lr_factor"):
+            if key in c and not float(c[key]) > 0:
+                raise ValueError(f"{key}={c[key]!r} must be positive")
     return opts
 
 
@@ -194,4 +211,5 @@ def select_by_cv(candidates: list[dict], folds: list[tuple[list, list]], score) 
 def describe_candidate(c: dict) -> str:
     text = c["head_init"] + (f" top {c.get('head_init_top', DEFAULT_HEAD_INIT_TOP)}"
                              if c["head_init"] == "correlated" else "")
+    text += f", lr x{c['lr_factor']:g}" if "lr_factor" in c else ""
     return text + (f", trunk lr x{c['trunk_lr_factor']:g}" if "trunk_lr_factor" in c else "")

@@ -11,7 +11,8 @@ source: mid-training aligned them, so a liquid-entropy head is a head start
 for solid entropy); ``related``: the same property from another source;
 ``fresh``: a new head; ``cv``: whichever of several such starts
 (``head_init_cv.candidates``) has the lowest MAE in a k-fold cross-validation
-inside the training split.
+inside the training split. Direct fine-tuning gets the same budget with
+``head_init_cv: {candidates: direct}`` (fresh heads at other learning rates).
 
 The target's split is the one stored when it was protected: ``splits`` (a
 splits file or run folder) or, by default, the ``splits.json`` beside the
