@@ -2,6 +2,8 @@
 
     python benchmarks/fidelity.py --models base,tensornet,tuned=runs/finetune_chgnet/model.pt
     python benchmarks/fidelity.py --models base --n-wbm 50 --n-elastic 5 --quick
+    python benchmarks/fidelity.py --models l3i5=ase:sevenn.calculator.SevenNetCalculator:7net-l3i5
+        (a candidate without a backbone plugin yet, through its own ASE calculator)
 
 Per model:
 - Si: Γ-optical and X-TA frequencies at the model's own relaxed lattice
@@ -56,6 +58,13 @@ def calculators(spec: str, shared):
         elif name == "tensornet":
             out[name] = MPACalculator(backbone="matgl", device="cpu",
                                       model=str(shared / "weights/matgl/TensorNet-MatPES-PBE-v2025.1-PES"))
+        elif path.startswith("ase:"):  # a peer's own ASE calculator: ase:MODULE.CLASS[:MODEL]
+            import importlib
+
+            target, _, model = path[4:].partition(":")
+            module, _, cls = target.rpartition(".")
+            factory = getattr(importlib.import_module(module), cls)
+            out[name] = factory(model, device="cpu") if model else factory()
         elif ":" in path and not Path(path).exists():  # BACKBONE:MODEL, e.g. chgnet:r2scan
             backbone, _, model = path.partition(":")
             model = str(shared / model) if (shared / model).exists() else model
