@@ -14,10 +14,11 @@ __all__ = ["Sample", "deduplicate", "group_tasks", "leakage_guard", "shared_data
 
 def load_source(spec: dict) -> list[Sample]:
     """Load the samples a config entry names: ``{"loader": name, ...options}``."""
-    from mpa_ase.data import crystals, molecules, user
+    from mpa_ase.data import crystals, molecules, temperature, user
 
     loaders = {
         "chemicals": molecules.load_chemicals,
+        "chemicals_at": temperature.load_chemicals_at,
         "qm9": molecules.load_qm9,
         "borlido": crystals.load_borlido,
         "matcalc_elasticity": crystals.load_matcalc_elasticity,
