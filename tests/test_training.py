@@ -356,6 +356,40 @@ def test_nested_config_typos_are_named():
         read_config({**base, "target": {"data": {"loader": "chemicals"}, "tsak": "x"}})
 
 
+def test_config_values_are_typed_and_checked_when_read():
+    """Wrong types and ranges are named by key before any data is loaded; a
+    valid config comes back unchanged (what the run folder and fingerprint record)."""
+    from mpa_ase.training.common import read_config
+    from mpa_ase.training.config import HeadPhaseConfig
+
+    base = {"output": "runs/x"}
+    for section, bad, match in (
+            ("trunk", {"hidden": "128"}, "trunk.hidden must be an integer >= 1, got '128'"),
+            ("trunk", {"dropout": 1.0}, "trunk.dropout must be a number in \\[0, 1\\)"),
+            ("head", {"readout": "max"}, "head.readout must be one of"),
+            ("head", {"members": 0}, "head.members must be an integer >= 1"),
+            ("split", {"kind": "scafold"}, "split.kind must be one of"),
+            ("split", {"val": 1.5}, "split.val must be a fraction"),
+            ("split", {"val": 0.5, "test": 0.5}, "split.val \\+ split.test must be below 1"),
+            ("split", {"kind": "redundancy", "threshold": 2}, "split.threshold must be a similarity"),
+            ("optim", {"lr": "1e-3"}, "optim.lr must be a positive number, got '1e-3' \\(YAML reads 1e-3 as text"),
+            ("optim", {"epochs": 0}, "optim.epochs must be an integer >= 1"),
+            ("optim", {"batch_size": 8.5}, "optim.batch_size must be an integer"),
+            ("backbone", {"name": ""}, "backbone.name must be a backbone name")):
+        with pytest.raises(ValueError, match=match):
+            read_config({**base, section: bad})
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        read_config({**base, "seed": 1.5})
+    with pytest.raises(ValueError, match="split.kind must be one of"):
+        read_config({**base, "target": {"task": "t", "data": {"loader": "chemicals"}, "split": {"kind": "x"}}})
+    good = {**base, "seed": 3, "trunk": {"hidden": 32}, "split": {"kind": "scaffold", "val": 0.15, "test": 0.25},
+            "optim": {"lr": 1.0e-3, "epochs": 5}, "head": {"members": 2}}
+    assert read_config(dict(good)) == good
+    typed = HeadPhaseConfig.from_dict(good)
+    assert (typed.trunk.hidden, typed.trunk.depth, typed.split.kind, typed.optim.lr, typed.optim.seed,
+            typed.head.members) == (32, 2, "scaffold", 1.0e-3, 3, 2)
+
+
 def test_changed_code_does_not_reuse_old_checkpoints(runs, monkeypatch):
     """Rerunning into an old output folder after a code change is refused, not silently resumed."""
     from mpa_ase.training import trainer

@@ -19,7 +19,8 @@ from mpa_ase.data import load_source
 from mpa_ase.data.samples import physical_lower_bound, sample_elements
 from mpa_ase.heads import PropertyHead, TargetTransform, Trunk
 from mpa_ase.parallel import barrier, is_main
-from mpa_ase.training.config import check_head_phase_config, check_keys, load_yaml_or_dict
+from mpa_ase.training.config import (BackboneSection, HeadSection, SplitSection, TrunkSection,
+                                     check_head_phase_config, check_keys, load_yaml_or_dict)
 from mpa_ase.training.embeddings import EmbeddingCache
 from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP, check_head_init, choose_sources,
                                          cv_options, describe_candidate, init_from_head, inner_folds,
@@ -38,6 +39,8 @@ KNOWN_KEYS = {
     "head_init_cv", "splits",
 }
 def read_config(path_or_dict) -> dict:
+    """The config mapping, every key, type and range checked (see
+    :class:`~mpa_ase.training.config.HeadPhaseConfig`) before any data is loaded."""
     cfg = load_yaml_or_dict(path_or_dict)
     check_keys("config", cfg, KNOWN_KEYS)
     check_head_phase_config(cfg)
@@ -86,7 +89,8 @@ def task_meta(samples) -> dict:
 
 
 def make_head(name: str, meta: dict, dim: int, head_cfg: dict, trained_on: str) -> PropertyHead:
-    cfg = {"readout": "hybrid", "hidden": 64, "members": 1, "dropout": 0.0, **(head_cfg or {})}
+    h = HeadSection(**(head_cfg or {}))
+    cfg = {"readout": h.readout, "hidden": h.hidden, "members": h.members or 1, "dropout": h.dropout}
     readout = cfg["readout"]
     if meta.get("crystal") and readout in ("hybrid", "sum"):
         # a supercell is the same crystal: only size-invariant readouts give it the same value
@@ -114,18 +118,20 @@ def backbone_and_trunk(cfg: dict):
         if trunk is None:
             raise ValueError(f"{cfg['init']} has no trunk to start from")
         return spec, backbone, trunk, heads
-    bb = cfg.get("backbone") or {"name": "chgnet"}
-    spec = {"name": bb.get("name", "chgnet"), "model": bb.get("model")}
-    backbone = load_backbone(spec["name"], model=spec["model"])
-    t = {"hidden": 128, "depth": 2, "dropout": 0.0, **(cfg.get("trunk") or {})}
+    bb = BackboneSection(**(cfg.get("backbone") or {}))
+    spec = {"name": bb.name, "model": bb.model}
+    backbone = load_backbone(bb.name, model=bb.model)
+    t = TrunkSection(**(cfg.get("trunk") or {}))
     with seeded(seed):
-        trunk = Trunk(backbone.embedding_dim, hidden=int(t["hidden"]), depth=int(t["depth"]),
-                      dropout=float(t["dropout"]))
+        trunk = Trunk(backbone.embedding_dim, hidden=t.hidden, depth=t.depth, dropout=float(t.dropout))
     return spec, backbone, trunk, {}
 
 
 def split_cfg(cfg: dict) -> dict:
-    return {"kind": "random", "val": 0.1, "test": 0.2, "seed": int(cfg.get("seed", 0)), **(cfg.get("split") or {})}
+    sc = SplitSection(**(cfg.get("split") or {}))
+    seed = int(cfg.get("seed", 0)) if sc.seed is None else sc.seed
+    return {"kind": sc.kind, "val": sc.val, "test": sc.test, "seed": seed,
+            **({"threshold": sc.threshold} if sc.threshold is not None else {})}
 
 
 def draw_split(samples, cfg: dict) -> dict:
@@ -200,7 +206,7 @@ def choose_head_start_by_cv(cfg, task, name, meta, dim, head_cfg, trunk, source_
                                        for t in trunk.state_dict().values())).hexdigest()
     key = hashlib.sha1(json.dumps({
         "opts": opts, "optim": cfg.get("optim"), "head": head_cfg, "seed": cfg.get("seed", 0), "trunk": trunk_hash,
-        "sources": sorted(source_heads), "data": data_hash({task: TaskData(name, train, val, [])}),
+        "sources": sorted(source_heads or {}), "data": data_hash({task: TaskData(name, train, val, [])}),
     }, sort_keys=True, default=str).encode()).hexdigest()
     path = Path(out) / "head_start_cv.json"
     if path.exists():

@@ -4,6 +4,10 @@ error naming the nearest valid key, never silently ignored."""
 from __future__ import annotations
 
 import difflib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
 
 
 def load_yaml_or_dict(path_or_dict) -> dict:
@@ -36,32 +40,174 @@ def check_keys(section: str, d, known) -> None:
         raise ValueError(f"unknown {section} key(s) {', '.join(hints)}; known: {sorted(known)}")
 
 
-HEAD_PHASE_SECTIONS = {
-    "backbone": {"name", "model"},
-    "trunk": {"hidden", "depth", "dropout"},
-    "head": {"readout", "hidden", "members", "dropout"},
-    "split": {"kind", "val", "test", "seed", "threshold"},
-}
+# ------------------------------------------------------------ typed sections
+# Each section of a head-phase config as a dataclass: keys, types and ranges
+# are checked when the config is read, before any data is loaded, and every
+# error names the key (``trunk.hidden``) and what it must be.
 
 
-def check_head_phase_config(cfg: dict) -> None:
-    """Nested checks of a pretrain/midtrain/posttrain config."""
-    from mpa_ase.training.trainer import OptimConfig
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
-    for section, known in HEAD_PHASE_SECTIONS.items():
-        if cfg.get(section) is not None:
-            check_keys(section, cfg[section], known)
-    if cfg.get("optim") is not None:
-        check_keys("optim", cfg["optim"], OptimConfig.__dataclass_fields__)
-    data = cfg.get("data", [])
-    if not isinstance(data, list):
-        raise ValueError(f"data must be a list of loader specs ({{loader: NAME, ...}}), got {type(data).__name__}; "
-                         "write each source as a list item: data: [{loader: chemicals, property: boiling_point}]")
-    for k, spec in enumerate(data):
-        if not isinstance(spec, dict) or "loader" not in spec:
-            raise ValueError(f"data[{k}] must be a mapping with a 'loader' key, got {spec!r}")
-    targets = cfg.get("target")
-    for t in ([] if targets is None else targets if isinstance(targets, list) else [targets]):
-        check_keys("target", t, {"data", "task", "split"})
-        if t.get("split") is not None:
-            check_keys("target split", t["split"], HEAD_PHASE_SECTIONS["split"])
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _need(ok: bool, key: str, what: str, value) -> None:
+    if not ok:
+        hint = ""
+        if isinstance(value, str):
+            try:
+                float(value)
+                hint = " (YAML reads 1e-3 as text: write 1.0e-3)"
+            except ValueError:
+                pass
+        raise ValueError(f"{key} must be {what}, got {value!r}{hint}")
+
+
+@dataclass(frozen=True)
+class BackboneSection:
+    name: str = "chgnet"
+    model: str | None = None
+
+    def __post_init__(self):
+        _need(isinstance(self.name, str) and bool(self.name), "backbone.name", "a backbone name", self.name)
+        _need(self.model is None or isinstance(self.model, str), "backbone.model", "a model name or path",
+              self.model)
+
+
+@dataclass(frozen=True)
+class TrunkSection:
+    hidden: int = 128
+    depth: int = 2
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        _need(_is_int(self.hidden) and self.hidden >= 1, "trunk.hidden", "an integer >= 1", self.hidden)
+        _need(_is_int(self.depth) and self.depth >= 0, "trunk.depth", "an integer >= 0", self.depth)
+        _need(_is_number(self.dropout) and 0 <= self.dropout < 1, "trunk.dropout", "a number in [0, 1)",
+              self.dropout)
+
+
+@dataclass(frozen=True)
+class HeadSection:
+    readout: str = "hybrid"
+    hidden: int = 64
+    members: int | None = None  # None: the phase's default (1; 5 for post-training)
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        from mpa_ase.heads import READOUTS
+
+        _need(self.readout in READOUTS, "head.readout", f"one of {READOUTS}", self.readout)
+        _need(_is_int(self.hidden) and self.hidden >= 1, "head.hidden", "an integer >= 1", self.hidden)
+        _need(self.members is None or _is_int(self.members) and self.members >= 1, "head.members",
+              "an integer >= 1", self.members)
+        _need(_is_number(self.dropout) and 0 <= self.dropout < 1, "head.dropout", "a number in [0, 1)",
+              self.dropout)
+
+
+@dataclass(frozen=True)
+class SplitSection:
+    kind: str = "random"
+    val: float = 0.1
+    test: float = 0.2
+    seed: int | None = None  # None: the config's seed
+    threshold: float | None = None  # redundancy split only
+
+    def __post_init__(self):
+        from mpa_ase.validation.splits import SPLITS
+
+        section = "split"
+
+        _need(self.kind in SPLITS, f"{section}.kind", f"one of {SPLITS}", self.kind)
+        _need(_is_number(self.val) and 0 <= self.val < 1, f"{section}.val", "a fraction in [0, 1)", self.val)
+        _need(_is_number(self.test) and 0 < self.test < 1, f"{section}.test", "a fraction in (0, 1)", self.test)
+        _need(not (_is_number(self.val) and _is_number(self.test)) or self.val + self.test < 1,
+              f"{section}.val + {section}.test", "below 1", (self.val, self.test))
+        _need(self.seed is None or _is_int(self.seed), f"{section}.seed", "an integer", self.seed)
+        _need(self.threshold is None or _is_number(self.threshold) and 0 < self.threshold <= 1,
+              f"{section}.threshold", "a similarity in (0, 1]", self.threshold)
+
+
+@dataclass(frozen=True)
+class HeadPhaseConfig:
+    """A pretrain/midtrain/posttrain config, typed and checked once when read.
+    Sections keep their YAML names; ``raw`` is the mapping as given (what the
+    run folder, the metrics and the resume fingerprint record)."""
+
+    output: str
+    backbone: BackboneSection
+    trunk: TrunkSection
+    head: HeadSection
+    split: SplitSection
+    optim: object  # trainer.OptimConfig
+    seed: int
+    data: tuple
+    raw: dict = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, cfg: dict) -> HeadPhaseConfig:
+        from mpa_ase.training.trainer import OptimConfig
+
+        sections = {}
+        for name, section_cls in (("backbone", BackboneSection), ("trunk", TrunkSection), ("head", HeadSection),
+                                  ("split", SplitSection)):
+            given = cfg.get(name)
+            if given is None:
+                given = {}
+            check_keys(name, given, section_cls.__dataclass_fields__)
+            sections[name] = section_cls(**given)
+        optim = cfg.get("optim") or {}
+        check_keys("optim", optim, OptimConfig.__dataclass_fields__)
+        _check_optim(optim)
+        seed = cfg.get("seed", 0)
+        _need(_is_int(seed), "seed", "an integer", seed)
+        output = cfg.get("output")
+        if output is None:
+            raise ValueError("config needs an 'output' folder")
+        _need(isinstance(output, (str, os.PathLike)) and str(output) != "", "output", "a folder path", output)
+        data = cfg.get("data", [])
+        if not isinstance(data, list):
+            raise ValueError(f"data must be a list of loader specs ({{loader: NAME, ...}}), got "
+                             f"{type(data).__name__}; write each source as a list item: "
+                             "data: [{loader: chemicals, property: boiling_point}]")
+        for k, spec in enumerate(data):
+            if not isinstance(spec, dict) or "loader" not in spec:
+                raise ValueError(f"data[{k}] must be a mapping with a 'loader' key, got {spec!r}")
+        targets = cfg.get("target")
+        for t in ([] if targets is None else targets if isinstance(targets, list) else [targets]):
+            check_keys("target", t, {"data", "task", "split"})
+            if t.get("split") is not None:
+                check_keys("target split", t["split"], SplitSection.__dataclass_fields__)
+                SplitSection(**t["split"])
+        return cls(output=str(output), optim=OptimConfig(**{"seed": int(seed), **optim}), seed=int(seed),
+                   data=tuple(data), raw=cfg, **sections)
+
+
+def _check_optim(optim: dict) -> None:
+    ints = {"epochs": 1, "batch_size": 1, "patience": 1, "seed": None}
+    for key, value in optim.items():
+        if key in ints:
+            low = ints[key]
+            _need(_is_int(value) and (low is None or value >= low), f"optim.{key}",
+                  "an integer" + (f" >= {low}" if low is not None else ""), value)
+        elif key == "trunk_lr":
+            _need(value is None or _is_number(value) and value > 0, "optim.trunk_lr", "a positive number or null",
+                  value)
+        elif key in ("lr", "huber_delta", "sampling_temperature"):
+            _need(_is_number(value) and value > 0, f"optim.{key}", "a positive number", value)
+        elif key == "weight_decay":
+            _need(_is_number(value) and value >= 0, "optim.weight_decay", "a number >= 0", value)
+
+
+# the keys of each section (older callers)
+HEAD_PHASE_SECTIONS = {name: set(cls.__dataclass_fields__) for name, cls in
+                       (("backbone", BackboneSection), ("trunk", TrunkSection), ("head", HeadSection),
+                        ("split", SplitSection))}
+
+
+def check_head_phase_config(cfg: dict) -> HeadPhaseConfig:
+    """Nested checks of a pretrain/midtrain/posttrain config; the typed config."""
+    return HeadPhaseConfig.from_dict(cfg)
