@@ -164,6 +164,29 @@ def test_crystal_loaders(shared_data):
     assert k and all(0 < s.value < 1000 and s.unit == "GPa" for s in k)
     el = {s.identity: s for s in load_elements(["bulk_modulus"])}
     assert el["formula:Cu"].value == pytest.approx(140, abs=1)  # pymatgen: 140 GPa
+    assert all(s.extensive is False and s.transform == "identity" for s in exp + k)
+
+
+def test_samples_carry_their_propertys_nature():
+    """Unit, extensive and transform travel with each sample from its loader;
+    training reads them there, not from the loaders' tables."""
+    from types import SimpleNamespace
+
+    from mpa_ase.training.common import task_meta
+
+    pt = load_chemicals("triple_point_pressure", sources=["STAVELEY"], limit=20)
+    entropy = load_chemicals("solid_standard_entropy", limit=20)
+    tb = load_chemicals("boiling_point", sources=["CRC_ORG"], limit=20)
+    assert {(s.extensive, s.transform) for s in pt} == {(False, "log10")}
+    assert {(s.extensive, s.transform) for s in entropy} == {(True, "identity")}
+    assert {(s.extensive, s.transform) for s in tb} == {(False, "identity")}
+    cv = load_qm9(["heat_capacity", "gap"], limit=20)
+    assert {(s.property, s.extensive) for s in cv} == {("heat_capacity", True), ("gap", False)}
+    assert task_meta(pt)["transform"] == "log10" and task_meta(entropy)["extensive"] is True
+    bare = SimpleNamespace(task="x@y", extensive=None, transform=None, formula=None, unit="K", kind="experimental",
+                           property="x", source="y")
+    with pytest.raises(ValueError, match="do not say whether the property is extensive"):
+        task_meta([bare])
 
 
 def test_leakage_guard_removes_targets_from_midtraining(tmp_path):

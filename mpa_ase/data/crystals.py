@@ -32,13 +32,14 @@ def _from_pymatgen(d: dict):
     return AseAtomsAdaptor.get_atoms(structure), structure.composition.reduced_formula
 
 
-def crystal_sample(atoms, formula, *, prop, source, kind, unit, value) -> Sample:
+def crystal_sample(atoms, formula, *, prop, source, kind, unit, value, transform: str = "identity") -> Sample:
     atoms = atoms.copy()
     atoms.calc = None
+    # crystal labels are per formula unit or per atom: a per-cell total would depend on the chosen cell
     return Sample(
         identity=f"formula:{formula}", property=prop, source=source, kind=kind, unit=unit,
         value=float(value), keys=[structure_key(atoms)], build=functools.partial(lambda a: [a], atoms),
-        formula=formula,
+        formula=formula, extensive=False, transform=transform,
     )
 
 

@@ -147,11 +147,13 @@ def conformers(smiles: str, n: int = 1, seed: int = 0):
     return [Atoms(numbers=numbers, positions=mol.GetConformer(i).GetPositions()) for i in ids]
 
 
-def molecule_sample(smiles, key, *, prop, source, kind, unit, value, n_conformers, seed) -> Sample:
+def molecule_sample(smiles, key, *, prop, source, kind, unit, value, n_conformers, seed,
+                    extensive: bool = False, transform: str = "identity") -> Sample:
     keys = [f"mol:{key}:c{k}/{n_conformers}:s{seed}" for k in range(n_conformers)]
     return Sample(
         identity=key, property=prop, source=source, kind=kind, unit=unit, value=float(value),
         keys=keys, build=functools.partial(_cached_conformers, smiles, n_conformers, seed), smiles=smiles,
+        extensive=bool(extensive), transform=transform,
     )
 
 
@@ -208,6 +210,7 @@ def load_chemicals(
             samples.append(molecule_sample(
                 parsed[0], parsed[1], prop=property, source=source, kind=kind, unit=spec.unit,
                 value=float(value) * spec.scale, n_conformers=n_conformers, seed=seed,
+                extensive=spec.extensive, transform=spec.transform,
             ))
     samples = deduplicate(samples)
     return _limit_per_source(samples, limit, seed)
@@ -265,7 +268,7 @@ def load_qm9(properties: list[str] | None = None, limit: int = 2000, seed: int =
     for col, (name, unit, scale, extensive) in QM9_PROPERTIES.items():
         real = columns.get(col.lower())
         if name in wanted and real is not None:
-            table[name] = (real, unit, scale)
+            table[name] = (real, unit, scale, extensive)
     missing = set(wanted) - set(table)
     if missing:
         raise ValueError(f"QM9 has no column for {sorted(missing)}; columns: {list(df.columns)}")
@@ -279,7 +282,7 @@ def load_qm9(properties: list[str] | None = None, limit: int = 2000, seed: int =
         atoms = _qm9_atoms(row[columns["elements"]], row[columns["xyz_ang"]], Atoms)
         if atoms is None:
             continue
-        for name, (col, unit, scale) in table.items():
+        for name, (col, unit, scale, extensive) in table.items():
             value = row[col]
             if not np.isfinite(value):
                 continue
@@ -287,6 +290,7 @@ def load_qm9(properties: list[str] | None = None, limit: int = 2000, seed: int =
                 identity=parsed[1], property=name, source="QM9", kind="computational", unit=unit,
                 value=float(value) * scale, keys=[f"qm9:{row[columns['index']]}"],
                 build=functools.partial(lambda a: [a.copy()], atoms), smiles=parsed[0],
+                extensive=bool(extensive), transform="identity",
             ))
     return deduplicate(samples)
 

@@ -116,8 +116,7 @@ def load_chemicals_at(property: str, temperature: float, sources: list[str] | No
             parsed = _parse(smiles, max_heavy_atoms) if smiles else None
             if not parsed:
                 continue
-            s = molecule_sample(parsed[0], parsed[1], prop=name, source=source, kind="experimental",
-                                unit=spec.unit, value=value, n_conformers=n_conformers, seed=seed)
-            s.extensive, s.transform = False, spec.transform
-            samples.append(s)
+            samples.append(molecule_sample(parsed[0], parsed[1], prop=name, source=source, kind="experimental",
+                                           unit=spec.unit, value=value, n_conformers=n_conformers, seed=seed,
+                                           extensive=False, transform=spec.transform))
     return _limit_per_source(deduplicate(samples), limit, seed)

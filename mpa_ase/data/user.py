@@ -90,10 +90,9 @@ def load_table(path: str, property: str, unit: str, value_column: str = "value",
                 skipped.append(f"row {k}: SMILES {row[smiles_column]!r} not a neutral organic molecule RDKit parses")
                 continue
             smiles, key = parsed
-            s = molecule_sample(smiles, key, prop=property, source=source, kind=kind, unit=unit, value=value,
-                                n_conformers=n_conformers, seed=seed)
-            s.extensive, s.transform = bool(extensive), transform
-            samples.append(s)
+            samples.append(molecule_sample(smiles, key, prop=property, source=source, kind=kind, unit=unit,
+                                           value=value, n_conformers=n_conformers, seed=seed,
+                                           extensive=bool(extensive), transform=transform))
         else:
             from ase.io import read
 

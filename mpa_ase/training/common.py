@@ -65,26 +65,16 @@ def load_samples(cfg: dict) -> list:
 
 
 def task_meta(samples) -> dict:
-    """Unit, nature and kind of a task, from its samples and the property tables."""
-    from mpa_ase.data.molecules import CHEM_PROPERTIES, QM9_PROPERTIES
-
+    """Unit, nature and kind of a task, as its samples carry them (every loader
+    sets ``extensive`` and ``transform``)."""
     s = samples[0]
-    extensive = False
-    transform = "identity"
-    if s.property in CHEM_PROPERTIES:
-        extensive = CHEM_PROPERTIES[s.property].extensive
-        transform = CHEM_PROPERTIES[s.property].transform
-    for _, (name, _, _, ext) in QM9_PROPERTIES.items():
-        if s.source == "QM9" and s.property == name:
-            extensive = ext
-    if s.extensive is not None:
-        extensive = bool(s.extensive)
-    if s.transform is not None:
-        transform = s.transform
+    if s.extensive is None or s.transform is None:
+        raise ValueError(f"samples of {s.task} do not say whether the property is extensive and how it is "
+                         "transformed (Sample.extensive, Sample.transform); their loader must set both")
     crystal = s.formula is not None
-    if crystal:
-        extensive = False  # per-cell totals depend on the (arbitrary) cell: crystal labels are per formula/atom
-    return {"unit": s.unit, "extensive": extensive, "transform": transform, "kind": s.kind,
+    # per-cell totals depend on the (arbitrary) cell: crystal labels are per formula/atom
+    extensive = bool(s.extensive) and not crystal
+    return {"unit": s.unit, "extensive": extensive, "transform": s.transform, "kind": s.kind,
             "property": s.property, "source": s.source, "crystal": crystal}
 
 
