@@ -89,7 +89,7 @@ class CHGNetBackbone(Backbone):
         atom_graph = graph.edge_index.T
 
         magmoms = None
-        layers = zip(m.atom_conv_layers[:-1], m.bond_conv_layers, m.angle_layers)
+        layers = list(zip(m.atom_conv_layers[:-1], m.bond_conv_layers, m.angle_layers))
         for idx, (atom_layer, bond_layer, angle_layer) in enumerate(layers):
             atom_feas = atom_layer(
                 atom_feas=atom_feas, bond_feas=bond_feas, bond_weights=weights_ag,
@@ -100,7 +100,9 @@ class CHGNetBackbone(Backbone):
                     atom_feas=atom_feas, bond_feas=bond_feas, bond_weights=weights_bg,
                     angle_feas=angle_feas, bond_graph=bond_graph,
                 )
-                if angle_layer is not None:
+                # the last angle update feeds nothing (only bond features reach the final atom
+                # layer): CHGNet computes it, we skip it, with identical outputs
+                if angle_layer is not None and idx < len(layers) - 1:
                     angle_feas = angle_layer(
                         atom_feas=atom_feas, bond_feas=bond_feas,
                         angle_feas=angle_feas, bond_graph=bond_graph,
