@@ -247,6 +247,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--ablation-seeds", type=int, default=1, help="full mode: run the ablations on this many seeds")
     ap.add_argument("--ablation-splits", default="ood", help="full mode: comma-separated split kinds for ablations")
+    ap.add_argument("--name", default=None, help="results file prefix (default mpa_vs_direct[_quick])")
     ap.add_argument("--methods", default="", help=f"comma-separated extra methods to run, of {sorted(METHODS)}")
     args = ap.parse_args()
     extra_methods = tuple(m for m in args.methods.split(",") if m)
@@ -254,7 +255,7 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown method(s) {sorted(unknown)}; known: {sorted(METHODS)}")
     if args.merge:
-        merge(args.merge)
+        merge(args.merge, args.name)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -410,7 +411,8 @@ def main() -> None:
                       flush=True)
     wall = time.time() - t_start
     report(records, quick=args.quick, extra={"wall_time_s": wall, "seeds": seeds,
-                                             "n_aux_tasks": len({s.task for s in aux})})
+                                             "n_aux_tasks": len({s.task for s in aux}), "protocol": PROTOCOL},
+           name=args.name)
     print(f"wall time {wall:.0f} s")
 
 
@@ -426,14 +428,17 @@ PROTOCOL = (
     "each tried on OOD seeds 0-4, whose test MAEs were therefore seen. Then, before seeds 5-8 were run, the "
     "recipe was declared: 1000 samples per auxiliary task, 20 mid-training epochs, head_init cv (method "
     "mpa_cv); seeds 5-8 are its held-out confirmation. The ablations (OOD, seed 0) are of the 300-sample "
-    "mid-training with head_init correlated/top 3; readout variants other than hybrid start fresh heads."
+    "mid-training with head_init correlated/top 3; readout variants other than hybrid start fresh heads. "
+    "Session 8: the baselines with equal tuning (direct_cv: the same 3-fold inner CV over 4 candidates of its "
+    "own; ridge on frozen features) were defined and the recipe kept (mpa_cv) before the fresh OOD seed 9 was "
+    "run; seed 9 was run once (mid-training from the same settings as seeds 5-8)."
 )
 
 
-def report(records: list[dict], quick: bool, extra: dict) -> None:
+def report(records: list[dict], quick: bool, extra: dict, name: str | None = None) -> None:
     """results/mpa_vs_direct[_quick].json: the list of records; *_summary.{json,md}:
     per-property table and means with the command; plots."""
-    name = "mpa_vs_direct_quick" if quick else "mpa_vs_direct"
+    name = name or ("mpa_vs_direct_quick" if quick else "mpa_vs_direct")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(records, indent=1))
     summary = summarise(records)
@@ -445,7 +450,7 @@ def report(records: list[dict], quick: bool, extra: dict) -> None:
     plots(records, n_aux_tasks=extra.get("n_aux_tasks", 44), prefix=name)
 
 
-def merge(paths: list[str]) -> None:
+def merge(paths: list[str], name: str | None = None) -> None:
     """Report from the records.jsonl of several runs (e.g. the main comparison and
     an ablation run done in parallel); the first file wins on duplicates.
     ``PATH:SUFFIX`` appends SUFFIX to that file's method names except direct
@@ -463,7 +468,7 @@ def merge(paths: list[str]) -> None:
                 if key not in seen:
                     seen.add(key)
                     records.append(r)
-    report(records, quick=False, extra={"merged_from": paths, "protocol": PROTOCOL})
+    report(records, quick=False, extra={"merged_from": paths, "protocol": PROTOCOL}, name=name)
 
 
 def bootstrap_ci(values, level: float = 0.95, n: int = 10_000, seed: int = 0) -> list[float]:
@@ -516,6 +521,7 @@ def summarise(records) -> dict:
             if d and m:
                 rel = [y["mae"] / x["mae"] - 1 for x in d for y in m if x["seed"] == y["seed"]]
                 row[f"{split_kind}_method"] = f"{main[split_kind]} vs {base} ({len(rel)} seeds)"
+                row[f"{split_kind}_split"] = m[0].get("split_kind", split_kind)
                 row[f"{split_kind}_baseline_mae"] = float(np.mean([x["mae"] for x in d]))
                 row[f"{split_kind}_mpa_mae"] = float(np.mean([x["mae"] for x in m]))
                 row[f"{split_kind}_change_%"] = 100 * float(np.mean(rel))
@@ -524,7 +530,7 @@ def summarise(records) -> dict:
                 row["unit"] = d[0]["unit"]
         rows.append(row)
     cols = ["property", "unit", "random_method", "random_baseline_mae", "random_mpa_mae", "random_change_%",
-            "random_spread_%", "ood_method", "ood_baseline_mae", "ood_mpa_mae", "ood_change_%", "ood_spread_%",
+            "random_spread_%", "ood_split", "ood_method", "ood_baseline_mae", "ood_mpa_mae", "ood_change_%", "ood_spread_%",
             "ood_mpa_spearman"]
     table = format_table(rows, cols)
     lines = [table, "", "| comparison | mean rel. MAE change | 95% CI (bootstrap over properties) | median | "
