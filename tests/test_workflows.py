@@ -294,10 +294,13 @@ class _CostModel:
 def test_cpu_batch_size_probe_follows_the_time_per_atom():
     from mpa_ase.workflows.relax import CPU_CANDIDATES, default_max_atoms
 
-    cells = [bulk("NaCl", "rocksalt", 5.6)] * 400  # 2 atoms each
+    cells = [bulk("NaCl", "rocksalt", 5.6)] * 2500  # 2 atoms each
     # a fixed cost per call dominates: the largest call wins
     fixed = _CostModel(lambda n: 0.02)
     assert default_max_atoms(fixed, cells) == CPU_CANDIDATES[-1]
+    # ... up to an eighth of all the atoms: a small job is not probed with calls bigger than it needs
+    few = _CostModel(lambda n: 0.02)
+    assert default_max_atoms(few, cells[:100]) == 16 and max(few.calls) <= 25
     # cost grows faster than the atoms (cache spill): the smallest call wins, and the
     # probe stops once larger calls are clearly worse instead of trying them all
     spill = _CostModel(lambda n: 2e-6 * n * n)

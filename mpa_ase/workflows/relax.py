@@ -106,9 +106,9 @@ CPU_CANDIDATES = (16, 32, 64, 128, 256, 512)
 def default_max_atoms(calc, structures) -> int:
     """Atoms per model call. On CUDA from a memory probe of one small batch (half
     the free memory over the measured peak per atom). On the CPU from a speed
-    probe: two calls at each of :data:`CPU_CANDIDATES` atoms (stopping once the
-    time per atom rises 20% above the best), the size with the least time per
-    atom wins. Per-atom cost on the CPU is not flat: small calls
+    probe: two calls at each of :data:`CPU_CANDIDATES` atoms up to an eighth of
+    all the atoms to relax (stopping once the time per atom rises 20% above the
+    best), the size with the least time per atom wins. Per-atom cost on the CPU is not flat: small calls
     pay the model's fixed cost, large ones spill out of the core's cache (CHGNet,
     1 thread: 7.5-atom cells cost 19 ms each alone, 13 ms in calls of ~60 atoms,
     19 ms again in calls of ~1000 atoms)."""
@@ -131,8 +131,10 @@ def default_max_atoms(calc, structures) -> int:
     total = sum(len(a) for a in structures)
     if total <= CPU_CANDIDATES[1]:
         return max(total, 1)
+    # the probe evaluates about 4x its largest size: keep that under half a pass over the job
+    sizes = [c for c in CPU_CANDIDATES if c <= max(CPU_CANDIDATES[0], total // 8)]
     best = None
-    for target in CPU_CANDIDATES:
+    for target in sizes:
         group, n = [], 0
         for a in structures:
             if n >= target:
