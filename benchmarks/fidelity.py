@@ -63,6 +63,8 @@ def calculators(spec: str, shared):
 
             target, _, model = path[4:].partition(":")
             module, _, cls = target.rpartition(".")
+            if not module or not cls:
+                raise SystemExit(f"{item}: write a peer calculator as NAME=ase:MODULE.CLASS[:MODEL]")
             factory = getattr(importlib.import_module(module), cls)
             out[name] = factory(model, device="cpu") if model else factory()
         elif ":" in path and not Path(path).exists():  # BACKBONE:MODEL, e.g. chgnet:r2scan

@@ -304,6 +304,11 @@ def main() -> None:
     done = {(r["property"], r["split"], r["seed"], r["method"]) for r in records}
     if done:
         print(f"resuming: {len(done)} records from {log_path}", flush=True)
+    def keep(rec: dict) -> None:  # appended as it comes, so an interrupted run resumes here
+        records.append(rec)
+        with log_path.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
     split_kinds = [k for k in ("random", "ood") if k in args.splits.split(",")]
     ablation_splits = set(args.ablation_splits.split(","))
     for kind in split_kinds:
@@ -373,9 +378,7 @@ def main() -> None:
                                "method": method, "mae": rr["test_mae"], "n_train": rr["n_train"],
                                "n_test": rr["n_test"], "unit": samples[0].unit, "alpha": rr["alpha"],
                                "spearman_abs_err_std": float("nan")}
-                        records.append(rec)
-                        with log_path.open("a") as fh:
-                            fh.write(json.dumps(rec) + "\n")
+                        keep(rec)
                         continue
                     mid_key = how["mid"]
                     if mid_key == "other_class_only":
@@ -402,9 +405,7 @@ def main() -> None:
                            "interval_coverage_test": m.get("interval", {}).get("coverage_test")}
                     if "head_start_cv" in m:
                         rec["head_start_cv"] = {k: m["head_start_cv"][k] for k in ("candidate", "cv_mae", "held_out")}
-                    records.append(rec)
-                    with log_path.open("a") as fh:
-                        fh.write(json.dumps(rec) + "\n")
+                    keep(rec)
                 d = {r["method"]: r["mae"] for r in records if r["property"] == task and r["split"] == kind
                      and r["seed"] == seed}
                 print(f"  {task} [{kind}, seed {seed}]: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(d.items())),

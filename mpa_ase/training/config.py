@@ -54,6 +54,15 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
 
 
+def _int_at_least(key: str, value, low: int | None, optional: bool = False) -> None:
+    ok = (optional and value is None) or (_is_int(value) and (low is None or value >= low))
+    _need(ok, key, "an integer" + (f" >= {low}" if low is not None else ""), value)
+
+
+def _dropout(key: str, value) -> None:
+    _need(_is_number(value) and 0 <= value < 1, key, "a number in [0, 1)", value)
+
+
 def _need(ok: bool, key: str, what: str, value) -> None:
     if not ok:
         hint = ""
@@ -84,10 +93,9 @@ class TrunkSection:
     dropout: float = 0.0
 
     def __post_init__(self):
-        _need(_is_int(self.hidden) and self.hidden >= 1, "trunk.hidden", "an integer >= 1", self.hidden)
-        _need(_is_int(self.depth) and self.depth >= 0, "trunk.depth", "an integer >= 0", self.depth)
-        _need(_is_number(self.dropout) and 0 <= self.dropout < 1, "trunk.dropout", "a number in [0, 1)",
-              self.dropout)
+        _int_at_least("trunk.hidden", self.hidden, 1)
+        _int_at_least("trunk.depth", self.depth, 0)
+        _dropout("trunk.dropout", self.dropout)
 
 
 @dataclass(frozen=True)
@@ -101,11 +109,9 @@ class HeadSection:
         from mpa_ase.heads import READOUTS
 
         _need(self.readout in READOUTS, "head.readout", f"one of {READOUTS}", self.readout)
-        _need(_is_int(self.hidden) and self.hidden >= 1, "head.hidden", "an integer >= 1", self.hidden)
-        _need(self.members is None or _is_int(self.members) and self.members >= 1, "head.members",
-              "an integer >= 1", self.members)
-        _need(_is_number(self.dropout) and 0 <= self.dropout < 1, "head.dropout", "a number in [0, 1)",
-              self.dropout)
+        _int_at_least("head.hidden", self.hidden, 1)
+        _int_at_least("head.members", self.members, 1, optional=True)
+        _dropout("head.dropout", self.dropout)
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,7 @@ class SplitSection:
         _need(_is_number(self.test) and 0 < self.test < 1, f"{section}.test", "a fraction in (0, 1)", self.test)
         _need(not (_is_number(self.val) and _is_number(self.test)) or self.val + self.test < 1,
               f"{section}.val + {section}.test", "below 1", (self.val, self.test))
-        _need(self.seed is None or _is_int(self.seed), f"{section}.seed", "an integer", self.seed)
+        _int_at_least(f"{section}.seed", self.seed, None, optional=True)
         _need(self.threshold is None or _is_number(self.threshold) and 0 < self.threshold <= 1,
               f"{section}.threshold", "a similarity in (0, 1]", self.threshold)
 
@@ -163,7 +169,7 @@ class HeadPhaseConfig:
         check_keys("optim", optim, OptimConfig.__dataclass_fields__)
         _check_optim(optim)
         seed = cfg.get("seed", 0)
-        _need(_is_int(seed), "seed", "an integer", seed)
+        _int_at_least("seed", seed, None)
         output = cfg.get("output")
         if output is None:
             raise ValueError("config needs an 'output' folder")
@@ -190,9 +196,7 @@ def _check_optim(optim: dict) -> None:
     ints = {"epochs": 1, "batch_size": 1, "patience": 1, "seed": None}
     for key, value in optim.items():
         if key in ints:
-            low = ints[key]
-            _need(_is_int(value) and (low is None or value >= low), f"optim.{key}",
-                  "an integer" + (f" >= {low}" if low is not None else ""), value)
+            _int_at_least(f"optim.{key}", value, ints[key])
         elif key == "trunk_lr":
             _need(value is None or _is_number(value) and value > 0, "optim.trunk_lr", "a positive number or null",
                   value)
@@ -200,12 +204,6 @@ def _check_optim(optim: dict) -> None:
             _need(_is_number(value) and value > 0, f"optim.{key}", "a positive number", value)
         elif key == "weight_decay":
             _need(_is_number(value) and value >= 0, "optim.weight_decay", "a number >= 0", value)
-
-
-# the keys of each section (older callers)
-HEAD_PHASE_SECTIONS = {name: set(cls.__dataclass_fields__) for name, cls in
-                       (("backbone", BackboneSection), ("trunk", TrunkSection), ("head", HeadSection),
-                        ("split", SplitSection))}
 
 
 def check_head_phase_config(cfg: dict) -> HeadPhaseConfig:
