@@ -136,16 +136,17 @@ class BinGrid:
     reach: np.ndarray  # (3,) bins to scan on each side
 
 
-def bin_grid(frac_min: np.ndarray, frac_max: np.ndarray, info: CellInfo, cutoff: float, n_atoms: int) -> BinGrid:
+def bin_grid(frac_min: np.ndarray, frac_max: np.ndarray, info: CellInfo, cutoff: float, n_atoms: int,
+             bins_per_cutoff: float = BINS_PER_CUTOFF) -> BinGrid:
     """Grid for wrapped fractional coordinates: the unit cell along periodic
     axes, the atoms' span along the others (whose completed vectors are unit
-    length). Bins are ``cutoff / BINS_PER_CUTOFF`` thick, but never so thin that
+    length). Bins are ``cutoff / bins_per_cutoff`` thick, but never so thin that
     there are more bins than atoms."""
     lo = np.where(info.pbc, 0.0, frac_min)
     width = np.where(info.pbc, 1.0, frac_max - lo)
     spacing = 1.0 / np.linalg.norm(info.inverse, axis=0)  # Å per fractional unit
     extent = width * spacing
-    min_len = cutoff / BINS_PER_CUTOFF
+    min_len = cutoff / bins_per_cutoff
     volume = float(np.prod(np.maximum(extent, min_len)))
     bin_len = max(min_len, (volume / max(n_atoms, 1)) ** (1.0 / 3.0))
     nb = np.maximum(1, np.floor(extent / bin_len)).astype(np.int64)

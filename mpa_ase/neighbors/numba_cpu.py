@@ -1,13 +1,17 @@
 """Numba cell-list neighbour search for the CPU.
 
-Atoms are wrapped into the cell, binned on a grid in fractional coordinates
-(see :func:`~mpa_ase.neighbors.geometry.bin_grid`) and stored in bin order, so
-the inner loop streams contiguous memory. Each atom scans only the forward
-half of the bin offsets within reach (each reached bin standing for one
-periodic image), and every pair found is written in both directions: half the
-distance work of a full scan. One pass, parallel over chunks of atoms, each
-chunk writing into its own slice sized from the local density; a chunk that
-overflows its slice makes the scan rerun with exact sizes. Deterministic.
+Atoms are wrapped into the cell, binned on a grid of cutoff-thick bins in
+fractional coordinates (see :func:`~mpa_ase.neighbors.geometry.bin_grid`) and
+stored in bin order, so the inner loop streams contiguous memory. The loop
+runs over pairs of bins: for each bin, the forward half of the bin offsets
+within reach (each reached bin standing for one periodic image), and every
+pair of atoms between the two bins. The image's shift is worked out once per
+bin pair, not once per atom (with bins half the cutoff thick and an atom or
+two in each, that per-visit work had been most of the time), and every pair
+found is written in both directions: half the distance work of a full scan.
+One pass, parallel over chunks of whole bins, each chunk writing into its own
+slice sized from the local density; a chunk that overflows its slice makes the
+scan rerun with exact sizes. Deterministic.
 """
 
 from __future__ import annotations
@@ -15,27 +19,28 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from mpa_ase.neighbors.geometry import CellInfo, bin_grid
+from mpa_ase.neighbors.geometry import BINS_PER_CUTOFF, CellInfo, bin_grid
 
 _CHUNKS_PER_THREAD = 4
 _MARGIN = 1.15  # slice size over the density estimate (3x3x3-bin local density: within a few % on crystals)
+# Bins one cutoff thick: 14 bin visits per bin instead of ~63 with half-cutoff
+# bins, for 1.7x the distance checks; measured 1.5-2x faster at 4k-32k atoms.
+_SCAN_BINS_PER_CUTOFF = 1.0
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan_chunk(a0, a1, ps, ids, offop, bins, bin_start, nb, reach, pbc, cell, op, cutoff2,
-                out_i, out_j, out_s, w0, cap):
+def _scan_bins(b0, b1, ps, ids, offop, bin_start, nb, reach, pbc, cell, op, cutoff2,
+               out_i, out_j, out_s, w0, cap):
     w = 0
-    for p in range(a0, a1):
-        bx = bins[p, 0]
-        by = bins[p, 1]
-        bz = bins[p, 2]
-        xp = ps[p, 0]
-        yp = ps[p, 1]
-        zp = ps[p, 2]
-        ip = ids[p]
-        px = offop[p, 0]
-        py = offop[p, 1]
-        pz = offop[p, 2]
+    nyz = nb[1] * nb[2]
+    for b in range(b0, b1):
+        p0 = bin_start[b]
+        p1 = bin_start[b + 1]
+        if p0 == p1:
+            continue
+        bx = b // nyz
+        by = (b - bx * nyz) // nb[2]
+        bz = b - bx * nyz - by * nb[2]
         for dx in range(0, reach[0] + 1):
             qx = bx + dx
             sx = qx // nb[0]
@@ -54,59 +59,67 @@ def _scan_chunk(a0, a1, ps, ids, offop, bins, bin_start, nb, reach, pbc, cell, o
                     cz = qz - sz * nb[2]
                     if sz != 0 and not pbc[2]:
                         continue
+                    b2 = (cx * nb[1] + cy) * nb[2] + cz
+                    q0 = bin_start[b2]
+                    q1 = bin_start[b2 + 1]
+                    if q0 == q1:
+                        continue
                     ox = sx * cell[0, 0] + sy * cell[1, 0] + sz * cell[2, 0]
                     oy = sx * cell[0, 1] + sy * cell[1, 1] + sz * cell[2, 1]
                     oz = sx * cell[0, 2] + sy * cell[1, 2] + sz * cell[2, 2]
-                    # this image's shift in the caller's cell, plus atom p's own unwrapping
-                    tx0 = sx * op[0, 0] + sy * op[1, 0] + sz * op[2, 0] + px
-                    ty0 = sx * op[0, 1] + sy * op[1, 1] + sz * op[2, 1] + py
-                    tz0 = sx * op[0, 2] + sy * op[1, 2] + sz * op[2, 2] + pz
-                    b = (cx * nb[1] + cy) * nb[2] + cz
-                    q0 = bin_start[b]
-                    if dx == 0 and dy == 0 and dz == 0:
-                        q0 = p + 1  # own bin, own image: each pair once
-                    for q in range(q0, bin_start[b + 1]):
-                        ddx = ps[q, 0] - xp + ox
-                        ddy = ps[q, 1] - yp + oy
-                        ddz = ps[q, 2] - zp + oz
-                        if ddx * ddx + ddy * ddy + ddz * ddz >= cutoff2:
-                            continue
-                        if w + 2 <= cap:
-                            k = w0 + w
-                            iq = ids[q]
-                            tx = tx0 - offop[q, 0]
-                            ty = ty0 - offop[q, 1]
-                            tz = tz0 - offop[q, 2]
-                            out_i[k] = ip
-                            out_j[k] = iq
-                            out_s[k, 0] = tx
-                            out_s[k, 1] = ty
-                            out_s[k, 2] = tz
-                            out_i[k + 1] = iq
-                            out_j[k + 1] = ip
-                            out_s[k + 1, 0] = -tx
-                            out_s[k + 1, 1] = -ty
-                            out_s[k + 1, 2] = -tz
-                        w += 2
+                    # this image's shift in the caller's cell
+                    tx0 = sx * op[0, 0] + sy * op[1, 0] + sz * op[2, 0]
+                    ty0 = sx * op[0, 1] + sy * op[1, 1] + sz * op[2, 1]
+                    tz0 = sx * op[0, 2] + sy * op[1, 2] + sz * op[2, 2]
+                    own = dx == 0 and dy == 0 and dz == 0
+                    for p in range(p0, p1):
+                        xp = ps[p, 0] - ox
+                        yp = ps[p, 1] - oy
+                        zp = ps[p, 2] - oz
+                        for q in range(p + 1 if own else q0, q1):  # own bin, own image: each pair once
+                            ddx = ps[q, 0] - xp
+                            ddy = ps[q, 1] - yp
+                            ddz = ps[q, 2] - zp
+                            if ddx * ddx + ddy * ddy + ddz * ddz >= cutoff2:
+                                continue
+                            if w + 2 <= cap:
+                                k = w0 + w
+                                ip = ids[p]
+                                iq = ids[q]
+                                # plus both atoms' unwrapping into the cell
+                                tx = tx0 + offop[p, 0] - offop[q, 0]
+                                ty = ty0 + offop[p, 1] - offop[q, 1]
+                                tz = tz0 + offop[p, 2] - offop[q, 2]
+                                out_i[k] = ip
+                                out_j[k] = iq
+                                out_s[k, 0] = tx
+                                out_s[k, 1] = ty
+                                out_s[k, 2] = tz
+                                out_i[k + 1] = iq
+                                out_j[k + 1] = ip
+                                out_s[k + 1, 0] = -tx
+                                out_s[k + 1, 1] = -ty
+                                out_s[k + 1, 2] = -tz
+                            w += 2
     return w
 
 
 @numba.njit(cache=True, parallel=True)
-def _scan_all(bounds, starts, caps, ps, ids, off, bins, bin_start, nb, reach, pbc, cell, op, cutoff2,
+def _scan_all(bounds, starts, caps, ps, ids, off, bin_start, nb, reach, pbc, cell, op, cutoff2,
               out_i, out_j, out_s, written):
     for c in numba.prange(len(caps)):
-        written[c] = _scan_chunk(bounds[c], bounds[c + 1], ps, ids, off, bins, bin_start, nb, reach, pbc,
-                                 cell, op, cutoff2, out_i, out_j, out_s, starts[c], caps[c])
+        written[c] = _scan_bins(bounds[c], bounds[c + 1], ps, ids, off, bin_start, nb, reach, pbc,
+                                cell, op, cutoff2, out_i, out_j, out_s, starts[c], caps[c])
 
 
 @numba.njit(cache=True)
-def _scan_serial(bounds, starts, caps, ps, ids, off, bins, bin_start, nb, reach, pbc, cell, op, cutoff2,
+def _scan_serial(bounds, starts, caps, ps, ids, off, bin_start, nb, reach, pbc, cell, op, cutoff2,
                  out_i, out_j, out_s, written):
     # One thread: no call into Numba's thread pool, which would start it (one
     # thread per core, whatever the user asked for) and leave it spinning.
     for c in range(len(caps)):
-        written[c] = _scan_chunk(bounds[c], bounds[c + 1], ps, ids, off, bins, bin_start, nb, reach, pbc,
-                                 cell, op, cutoff2, out_i, out_j, out_s, starts[c], caps[c])
+        written[c] = _scan_bins(bounds[c], bounds[c + 1], ps, ids, off, bin_start, nb, reach, pbc,
+                                cell, op, cutoff2, out_i, out_j, out_s, starts[c], caps[c])
 
 
 def thread_budget() -> int:
@@ -152,6 +165,31 @@ def _compact(starts, written, out_i, out_j, out_s):
     return d
 
 
+def _flat_bins(frac: np.ndarray, grid) -> np.ndarray:
+    nb = grid.nb
+    scaled = (frac - grid.lo) / np.where(grid.width > 0, grid.width, 1.0)
+    bin_of = np.clip(np.floor(scaled * nb), 0, nb - 1).astype(np.int64)
+    return (bin_of[:, 0] * nb[1] + bin_of[:, 1]) * nb[2] + bin_of[:, 2]
+
+
+def _expected_pairs(frac: np.ndarray, info: CellInfo, cutoff: float) -> np.ndarray:
+    """Each atom's expected neighbour count from the atoms in the 3x3x3 bins
+    (half a cutoff thick) around it over their volume. The own bin alone
+    overestimates twofold on lattices, where occupancies alternate; bins a
+    cutoff thick underestimate up to 5x at a cluster's surface."""
+    n = len(frac)
+    fmin, fmax = frac.min(axis=0), frac.max(axis=0)
+    grid = bin_grid(fmin, fmax, info, cutoff, n, BINS_PER_CUTOFF)
+    flat = _flat_bins(frac, grid)
+    occupancy = np.bincount(flat, minlength=int(np.prod(grid.nb)))
+    spacing = 1.0 / np.linalg.norm(info.inverse, axis=0)
+    thickness = np.where(grid.width > 0, grid.width * spacing / grid.nb, cutoff)
+    bin_volume = float(np.prod(np.maximum(thickness, 1e-3)))
+    sphere = 4.0 / 3.0 * np.pi * cutoff**3
+    local = _box_sum(occupancy.reshape(tuple(grid.nb)), info.pbc).reshape(-1) / 27.0
+    return local[flat] * (sphere / bin_volume)
+
+
 def neighbor_list_numba(
     positions: np.ndarray, info: CellInfo, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -165,37 +203,28 @@ def neighbor_list_numba(
     frac = pos @ info.inverse
     offsets = np.where(info.pbc, np.floor(frac), 0.0)
     frac -= offsets
-    grid = bin_grid(frac.min(axis=0), frac.max(axis=0), info, cutoff, n)
+    grid = bin_grid(frac.min(axis=0), frac.max(axis=0), info, cutoff, n, _SCAN_BINS_PER_CUTOFF)
     nb = grid.nb
-    scaled = (frac - grid.lo) / np.where(grid.width > 0, grid.width, 1.0)
-    bin_of = np.clip(np.floor(scaled * nb), 0, nb - 1).astype(np.int64)
-    flat = (bin_of[:, 0] * nb[1] + bin_of[:, 1]) * nb[2] + bin_of[:, 2]
+    flat = _flat_bins(frac, grid)
     order = np.argsort(flat, kind="stable")
     n_bins = int(np.prod(nb))
-    occupancy = np.bincount(flat, minlength=n_bins)
     bin_start = np.zeros(n_bins + 1, dtype=np.int64)
-    np.cumsum(occupancy, out=bin_start[1:])
+    np.cumsum(np.bincount(flat, minlength=n_bins), out=bin_start[1:])
     ps = np.ascontiguousarray((frac @ info.cell)[order])
-    bins = np.ascontiguousarray(bin_of[order])
     ids = order.astype(np.int64)
     op = info.to_input if info.to_input is not None else np.eye(3, dtype=np.int64)
     # each atom's unwrapping offset in the caller's cell, in bin order (no cache misses)
     off = np.ascontiguousarray((offsets.astype(np.int64) @ op)[order])
 
-    # Slice sizes from the local density: atoms in the 3x3x3 bins around each
-    # atom's bin over their volume (the own bin alone overestimates twofold on
-    # lattices, where occupancies alternate between bins).
-    spacing = 1.0 / np.linalg.norm(info.inverse, axis=0)
-    thickness = np.where(grid.width > 0, grid.width * spacing / nb, cutoff)
-    bin_volume = float(np.prod(np.maximum(thickness, 1e-3)))
-    sphere = 4.0 / 3.0 * np.pi * cutoff**3
-    local = _box_sum(occupancy.reshape(tuple(nb)), info.pbc).reshape(-1) / 27.0
-    expected = local[flat[order]] * (sphere / bin_volume)
+    expected = _expected_pairs(frac, info, cutoff)[order]
     threads = thread_budget()
-    n_chunks = 1 if threads == 1 else max(1, min(n, threads * _CHUNKS_PER_THREAD))
-    bounds = np.linspace(0, n, n_chunks + 1).astype(np.int64)
+    n_chunks = 1 if threads == 1 else max(1, min(n_bins, threads * _CHUNKS_PER_THREAD))
+    # chunks of whole bins holding about equal numbers of atoms
+    bounds = np.searchsorted(bin_start, np.linspace(0, n, n_chunks + 1), side="left").astype(np.int64)
+    bounds[0], bounds[-1] = 0, n_bins
+    atom_bounds = bin_start[bounds]
     csum = np.concatenate([[0.0], np.cumsum(expected)])
-    caps = (_MARGIN * (csum[bounds[1:]] - csum[bounds[:-1]]) + 64).astype(np.int64) & ~np.int64(1)
+    caps = (_MARGIN * (csum[atom_bounds[1:]] - csum[atom_bounds[:-1]]) + 64).astype(np.int64) & ~np.int64(1)
     starts = np.concatenate([[0], np.cumsum(caps)[:-1]]).astype(np.int64)
     total_cap = int(caps.sum())
     out_i = np.empty(total_cap, dtype=index)
@@ -206,7 +235,7 @@ def neighbor_list_numba(
     pbc = info.pbc.astype(np.bool_)
     reach = grid.reach
     cutoff2 = float(cutoff) ** 2
-    _scan(threads, bounds, starts, caps, ps, ids, off, bins, bin_start, nb, reach, pbc, cell, op, cutoff2,
+    _scan(threads, bounds, starts, caps, ps, ids, off, bin_start, nb, reach, pbc, cell, op, cutoff2,
           out_i, out_j, out_s, written)
 
     overflow = np.flatnonzero(written > caps)
@@ -217,7 +246,7 @@ def neighbor_list_numba(
         new_i = np.empty(grown, dtype=index)
         new_j = np.empty(grown, dtype=index)
         new_s = np.empty((grown, 3), dtype=np.int32)
-        _scan(threads, bounds, starts, caps, ps, ids, off, bins, bin_start, nb, reach, pbc, cell, op, cutoff2,
+        _scan(threads, bounds, starts, caps, ps, ids, off, bin_start, nb, reach, pbc, cell, op, cutoff2,
               new_i, new_j, new_s, written)
         out_i, out_j, out_s = new_i, new_j, new_s
     total = _compact(starts, written, out_i, out_j, out_s)
