@@ -164,6 +164,55 @@ def test_numba_overflow_path(monkeypatch):
     _check_against_reference(pos, cell, np.array([True, True, False]), 4.0, "numba")
 
 
+def _many_chunks(monkeypatch):
+    """Chunks and threads even for small lists, as a large list gets them."""
+    from mpa_ase.neighbors import numba_cpu
+
+    monkeypatch.setattr(numba_cpu, "thread_budget", lambda: 2)
+    monkeypatch.setattr(numba_cpu, "_PARALLEL_MIN_PAIRS", 0)
+    return numba_cpu
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_numba_chunks_of_bins_match_ase(monkeypatch, seed):
+    """The parallel scan (chunks of whole bins) on crystals, slabs, skewed cells and clusters."""
+    _many_chunks(monkeypatch)
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(30, 400))
+    kind = seed % 4
+    if kind == 3:
+        pos, cell, pbc = rng.normal(0, 5, (n, 3)), np.zeros((3, 3)), np.zeros(3, dtype=bool)
+    else:
+        cell = np.diag(rng.uniform(6, 14, 3)) + (np.tril(rng.uniform(-4, 4, (3, 3)), -1) if kind == 1 else 0)
+        pbc = np.array([True, True, kind != 2])
+        pos = rng.uniform(-0.2, 1.2, (n, 3)) @ cell
+    _check_against_reference(pos, cell, pbc, float(rng.uniform(2.5, 6.0)), "numba")
+
+
+def test_numba_overflowed_chunks_are_rescanned_in_place(monkeypatch):
+    """A chunk denser than its estimate, while the total fits, is scanned again
+    straight into its final place; the list is exact and no second buffer is made."""
+    numba_cpu = _many_chunks(monkeypatch)
+    real_expected, placed = numba_cpu._expected_pairs, []
+
+    def skewed(frac, info, cutoff):  # underestimate the low half of the box, overestimate the rest
+        e = real_expected(frac, info, cutoff)
+        return np.where(frac[:, 0] < 0.5, 0.5 * e, 1.8 * e)
+
+    def spy(*args):
+        placed.append(args[3].copy())  # the chunks rescanned
+        return real_place(*args)
+
+    real_place = numba_cpu._place
+    monkeypatch.setattr(numba_cpu, "_expected_pairs", skewed)
+    monkeypatch.setattr(numba_cpu, "_place", spy)
+    rng = np.random.default_rng(3)
+    cell = np.diag([16.0, 15.0, 14.0])
+    pos = rng.uniform(0, 1, (900, 3)) @ cell
+    _check_against_reference(pos, cell, np.array([True, True, True]), 4.0, "numba")
+    assert len(placed) == 1 and 0 < placed[0].sum() < len(placed[0])
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(batch=st.lists(systems(), min_size=1, max_size=6))
 def test_many_small_systems_in_one_call_match_ase(batch):
