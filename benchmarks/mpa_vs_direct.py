@@ -265,7 +265,7 @@ def main() -> None:
     from mpa_ase.heads import Trunk
     from mpa_ase.checkpoint import read_parts
     from mpa_ase.training.baselines import ridge_baseline
-    from mpa_ase.training.common import task_meta, train_and_write
+    from mpa_ase.training.common import PhaseModel, RunOptions, task_meta, train_and_write
     from mpa_ase.training.embeddings import EmbeddingCache
     from mpa_ase.validation import stored
 
@@ -337,7 +337,8 @@ def main() -> None:
                 groups = defaultdict(list)
                 for s in samples:
                     groups[s.task].append(s)
-                out = train_and_write(cfg, "midtrain", spec, backbone, trunk, dict(groups), progress=False, cache=cache)
+                out = train_and_write(cfg, "midtrain", PhaseModel(spec, backbone, trunk, {}), dict(groups),
+                                      RunOptions(progress=False, cache=cache))
                 return trunk, read_parts(out["model"])[2]
 
             # all targets' held-out compounds stay out of mid-training even when --properties runs a few
@@ -392,9 +393,10 @@ def main() -> None:
                            "head": {"members": 3, "readout": how["readout"]},
                            "head_init": how["head_init"], "head_init_top": how.get("top", 1),
                            **({"head_init_cv": {"candidates": how["cv"]}} if "cv" in how else {})}
-                    out = train_and_write(cfg, "posttrain", spec, backbone, trunk, {task: samples}, progress=False,
-                                          cache=cache, source_heads=mid_heads,
-                                          stored_splits={task: split_records[task]})
+                    out = train_and_write(cfg, "posttrain", PhaseModel(spec, backbone, trunk, mid_heads or {}),
+                                          {task: samples},
+                                          RunOptions(progress=False, cache=cache,
+                                                     stored_splits={task: split_records[task]}))
                     m = out["metrics"][task]
                     rec = {"property": task, "split": kind, "split_kind": sc["kind"], "seed": seed,
                            "method": method, "mae": m["test"]["mae"], "r2": m["test"]["r2"],

@@ -135,7 +135,7 @@ def test_head_start_chosen_by_inner_cv_on_the_training_split(runs, tmp_path, mon
     def refit(*args, **kwargs):
         raise AssertionError("inner folds refitted on resume")
 
-    monkeypatch.setattr(common, "_fold_mae", refit)
+    monkeypatch.setattr(common.HeadStart, "fold_mae", refit)
     again = run_phase("posttrain", cfg, progress=False)
     assert _test_mae(again) == pytest.approx(_test_mae(post), rel=1e-12)
     with pytest.raises(ValueError, match="folds=1"):
@@ -380,6 +380,12 @@ def test_config_values_are_typed_and_checked_when_read():
             read_config({**base, section: bad})
     with pytest.raises(ValueError, match="seed must be an integer"):
         read_config({**base, "seed": 1.5})
+    for key, bad, match in (("head_init", "corelated", "head_init='corelated'; choose from"),
+                            ("head_init_top", 0, "head_init_top=0"),
+                            ("init", 3, "init must be a path or name, got 3"),
+                            ("cache_dir", "", "cache_dir must be a path or name")):
+        with pytest.raises(ValueError, match=match):
+            read_config({**base, key: bad})
     with pytest.raises(ValueError, match="split.kind must be one of"):
         read_config({**base, "target": {"task": "t", "data": {"loader": "chemicals"}, "split": {"kind": "x"}}})
     good = {**base, "seed": 3, "trunk": {"hidden": 32}, "split": {"kind": "scaffold", "val": 0.15, "test": 0.25},
@@ -387,7 +393,8 @@ def test_config_values_are_typed_and_checked_when_read():
     assert read_config(dict(good)) == good
     typed = HeadPhaseConfig.from_dict(good)
     assert (typed.trunk.hidden, typed.trunk.depth, typed.split.kind, typed.optim.lr, typed.optim.seed,
-            typed.head.members) == (32, 2, "scaffold", 1.0e-3, 3, 2)
+            typed.head.members, typed.head_init, typed.head_init_top, typed.init) == (
+        32, 2, "scaffold", 1.0e-3, 3, 2, "correlated", 3, None)
 
 
 def test_changed_code_does_not_reuse_old_checkpoints(runs, monkeypatch):

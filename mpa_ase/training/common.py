@@ -7,7 +7,9 @@ import hashlib
 import json
 import logging
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,11 +21,10 @@ from mpa_ase.data import load_source
 from mpa_ase.data.samples import physical_lower_bound, sample_elements
 from mpa_ase.heads import PropertyHead, TargetTransform, Trunk
 from mpa_ase.parallel import barrier, is_main
-from mpa_ase.training.config import (BackboneSection, HeadSection, SplitSection, TrunkSection,
-                                     check_head_phase_config, check_keys, load_yaml_or_dict)
+from mpa_ase.training.config import (HeadPhaseConfig, HeadSection, SplitSection, check_head_phase_config,
+                                     check_keys, load_yaml_or_dict)
 from mpa_ase.training.embeddings import EmbeddingCache
-from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP, check_head_init, choose_sources,
-                                         cv_options, describe_candidate, init_from_head, inner_folds,
+from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT_TOP, choose_sources, cv_options, describe_candidate, init_from_head, inner_folds,
                                          select_by_cv)
 from mpa_ase.training.rng import seeded
 from mpa_ase.training.trainer import (HeadSet, OptimConfig, TaskData, Trainer, calibrate, conformal_interval,
@@ -49,11 +50,6 @@ def read_config(path_or_dict) -> dict:
             f"trainable={cfg['trainable']!r}: only a frozen backbone (trainable: frozen, with the shared "
             "trunk and heads trained) is implemented"
         )
-    check_head_init(cfg.get("head_init", DEFAULT_HEAD_INIT), cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP))
-    if cfg.get("head_init") == "cv":
-        cv_options(cfg)
-    if "output" not in cfg:
-        raise ValueError("config needs an 'output' folder")
     return cfg
 
 
@@ -97,24 +93,33 @@ def head_key(task: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in task.replace("@", "__"))
 
 
-def backbone_and_trunk(cfg: dict):
+class PhaseModel(NamedTuple):
+    """What a head phase starts from: the backbone (its spec and the loaded
+    model), the shared trunk, and the trained heads a new head may start from."""
+
+    spec: dict
+    backbone: object
+    trunk: Trunk
+    heads: dict
+
+
+def backbone_and_trunk(cfg: dict) -> PhaseModel:
     """Backbone spec, loaded backbone, trunk and trained heads: from ``init`` when
     given (its heads are what post-training's head start chooses from), else
     fresh with no heads."""
-    seed = int(cfg.get("seed", 0))
-    if cfg.get("init"):
-        spec, trunk, heads, _ = read_parts(cfg["init"])
+    typed = check_head_phase_config(cfg)
+    if typed.init:
+        spec, trunk, heads, _ = read_parts(typed.init)
         backbone = load_backbone(spec["name"], model=spec.get("model"))
         if trunk is None:
-            raise ValueError(f"{cfg['init']} has no trunk to start from")
-        return spec, backbone, trunk, heads
-    bb = BackboneSection(**(cfg.get("backbone") or {}))
-    spec = {"name": bb.name, "model": bb.model}
-    backbone = load_backbone(bb.name, model=bb.model)
-    t = TrunkSection(**(cfg.get("trunk") or {}))
-    with seeded(seed):
+            raise ValueError(f"{typed.init} has no trunk to start from")
+        return PhaseModel(spec, backbone, trunk, heads)
+    spec = {"name": typed.backbone.name, "model": typed.backbone.model}
+    backbone = load_backbone(typed.backbone.name, model=typed.backbone.model)
+    t = typed.trunk
+    with seeded(typed.seed):
         trunk = Trunk(backbone.embedding_dim, hidden=t.hidden, depth=t.depth, dropout=float(t.dropout))
-    return spec, backbone, trunk, {}
+    return PhaseModel(spec, backbone, trunk, {})
 
 
 def split_cfg(cfg: dict) -> dict:
@@ -143,18 +148,6 @@ def usable(samples, cache: EmbeddingCache) -> list:
     return [s for s in samples if cache.has(s)]
 
 
-def started_head(name, meta, dim, head_cfg, trained_on, source_heads, head_init, top, train, trunk, cache, seed):
-    """A new head for a task, started from ``source_heads`` as ``head_init`` says
-    (chosen on ``train``), and a description of its start."""
-    head = make_head(name, meta, dim, head_cfg, trained_on=trained_on)
-    if not source_heads:
-        return head, None
-    chosen, described = choose_sources(head_init, source_heads, head, meta["property"], train, trunk, cache, top=top)
-    if chosen:
-        init_from_head(head, chosen, seed)
-    return head, described
-
-
 def post_optim(cfg: dict, candidate: dict | None = None) -> OptimConfig:
     """The optimiser settings of ``cfg``, scaled as a head-start ``candidate`` says
     (``lr_factor``: every rate; ``trunk_lr_factor``: the trunk's rate relative to the heads')."""
@@ -169,189 +162,253 @@ def post_optim(cfg: dict, candidate: dict | None = None) -> OptimConfig:
     return optim
 
 
-def _fold_mae(cfg, candidate, task, name, meta, dim, head_cfg, trunk, source_heads, fit, val, held, cache) -> float:
-    """Held-out MAE of one head start trained on one inner fold (a throwaway copy of the trunk)."""
-    seed = int(cfg.get("seed", 0))
-    fold_trunk = copy.deepcopy(trunk)
-    with seeded(seed + 1):
-        head, _ = started_head(name, meta, dim, head_cfg, "", source_heads, candidate["head_init"],
-                               candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP), fit, fold_trunk, cache, seed)
-    headset = HeadSet(fold_trunk, {name: head})
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(headset, {task: TaskData(name, fit, val, [])}, cache,
-                          post_optim(cfg, candidate), tmp, progress=False, checkpoint=False)
-        trainer.fit(resume=False)
-    mean, _ = predict(headset, name, trainer.batcher, held)
-    return float(np.mean(np.abs(mean - np.array([s.value for s in held]))))
+@dataclass
+class HeadStart:
+    """One task's new head and how it starts: what every candidate start
+    shares (the task, its nature, the trunk, the source heads), so that making
+    a head, scoring a start on an inner fold and choosing among starts by
+    cross-validation are one short call each."""
+
+    cfg: HeadPhaseConfig
+    task: str
+    name: str
+    meta: dict
+    dim: int
+    head_cfg: dict
+    trunk: Trunk
+    cache: EmbeddingCache
+    source_heads: dict[str, PropertyHead] | None = None
+
+    def make(self, head_init: str, top: int, train, trained_on: str = "", trunk: Trunk | None = None):
+        """A new head started from the source heads as ``head_init`` says (chosen
+        on ``train``), and a description of its start (None: no sources)."""
+        head = make_head(self.name, self.meta, self.dim, self.head_cfg, trained_on=trained_on)
+        if not self.source_heads:
+            return head, None
+        chosen, described = choose_sources(head_init, self.source_heads, head, self.meta["property"], train,
+                                           trunk if trunk is not None else self.trunk, self.cache, top=top)
+        if chosen:
+            init_from_head(head, chosen, self.cfg.seed)
+        return head, described
+
+    def fold_mae(self, candidate: dict, fit, val, held) -> float:
+        """Held-out MAE of one candidate start trained on one inner fold (a throwaway copy of the trunk)."""
+        fold_trunk = copy.deepcopy(self.trunk)
+        with seeded(self.cfg.seed + 1):
+            head, _ = self.make(candidate["head_init"], candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP), fit,
+                                trunk=fold_trunk)
+        headset = HeadSet(fold_trunk, {self.name: head})
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(headset, {self.task: TaskData(self.name, fit, val, [])}, self.cache,
+                              post_optim(self.cfg.raw, candidate), tmp, progress=False, checkpoint=False)
+            trainer.fit(resume=False)
+        mean, _ = predict(headset, self.name, trainer.batcher, held)
+        return float(np.mean(np.abs(mean - np.array([s.value for s in held]))))
+
+    def choose_by_cv(self, train, val, out, progress: bool = True) -> tuple[dict, dict]:
+        """The ``head_init_cv`` candidate with the lowest mean held-out MAE over
+        inner folds of the training split, and a report of every candidate's
+        score. The choice is kept in ``out/head_start_cv.json`` and reused while
+        nothing it depends on changed (a resumed run chooses the same)."""
+        raw = self.cfg.raw
+        opts = cv_options(raw)
+        trunk_hash = hashlib.sha1(b"".join(t.detach().double().numpy().tobytes()
+                                           for t in self.trunk.state_dict().values())).hexdigest()
+        key = hashlib.sha1(json.dumps({
+            "opts": opts, "optim": raw.get("optim"), "head": self.head_cfg, "seed": raw.get("seed", 0),
+            "trunk": trunk_hash, "sources": sorted(self.source_heads or {}),
+            "data": data_hash({self.task: TaskData(self.name, train, val, [])}),
+        }, sort_keys=True, default=str).encode()).hexdigest()
+        path = Path(out) / "head_start_cv.json"
+        if path.exists():
+            try:
+                saved = json.loads(path.read_text())
+            except ValueError:
+                saved = {}
+            if saved.get("key") == key:
+                return opts["candidates"][saved["chosen"]], saved
+        folds = inner_folds(train, opts["folds"], self.cfg.seed)
+        bar = tqdm(total=len(folds) * len(opts["candidates"]), desc="head start (inner CV)", disable=not progress)
+
+        def score(candidate, fit, held):
+            mae = self.fold_mae(candidate, fit, val, held)
+            bar.update(1)
+            return mae
+
+        best, means = select_by_cv(opts["candidates"], folds, score)
+        bar.close()
+        report = {"key": key, "chosen": best, "candidate": describe_candidate(opts["candidates"][best]),
+                  "folds": len(folds), "held_out": [len(h) for _, h in folds],
+                  "cv_mae": {describe_candidate(c): m for c, m in zip(opts["candidates"], means)}}
+        if not folds:
+            log.warning("%s: no inner fold could be drawn from %d training samples; head start %s taken unscored",
+                        self.task, len(train), report["candidate"])
+        if is_main():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(report, indent=1))
+            tmp.replace(path)
+        return opts["candidates"][best], report
 
 
-def choose_head_start_by_cv(cfg, task, name, meta, dim, head_cfg, trunk, source_heads, train, val, cache, out,
-                            progress: bool = True) -> tuple[dict, dict]:
-    """The ``head_init_cv`` candidate with the lowest mean held-out MAE over inner
-    folds of the training split, and a report of every candidate's score. The
-    choice is kept in ``out/head_start_cv.json`` and reused while nothing it
-    depends on changed (a resumed run chooses the same)."""
-    opts = cv_options(cfg)
-    trunk_hash = hashlib.sha1(b"".join(t.detach().double().numpy().tobytes()
-                                       for t in trunk.state_dict().values())).hexdigest()
-    key = hashlib.sha1(json.dumps({
-        "opts": opts, "optim": cfg.get("optim"), "head": head_cfg, "seed": cfg.get("seed", 0), "trunk": trunk_hash,
-        "sources": sorted(source_heads or {}), "data": data_hash({task: TaskData(name, train, val, [])}),
-    }, sort_keys=True, default=str).encode()).hexdigest()
-    path = Path(out) / "head_start_cv.json"
-    if path.exists():
-        try:
-            saved = json.loads(path.read_text())
-        except ValueError:
-            saved = {}
-        if saved.get("key") == key:
-            return opts["candidates"][saved["chosen"]], saved
-    folds = inner_folds(train, opts["folds"], int(cfg.get("seed", 0)))
-    bar = tqdm(total=len(folds) * len(opts["candidates"]), desc="head start (inner CV)", disable=not progress)
+@dataclass
+class RunOptions:
+    """How a head-phase run is carried out, beside its config: ``members`` (the
+    phase's default ensemble size), whether tasks are split (``split_all``) or
+    read from ``stored_splits`` (task -> record of :mod:`mpa_ase.validation.stored`),
+    a shared embedding ``cache``, extra metadata for the model file, and the
+    checkpoint controls."""
 
-    def score(candidate, fit, held):
-        mae = _fold_mae(cfg, candidate, task, name, meta, dim, head_cfg, trunk, source_heads, fit, val, held, cache)
-        bar.update(1)
-        return mae
-
-    best, means = select_by_cv(opts["candidates"], folds, score)
-    bar.close()
-    report = {"key": key, "chosen": best, "candidate": describe_candidate(opts["candidates"][best]),
-              "folds": len(folds), "held_out": [len(h) for _, h in folds],
-              "cv_mae": {describe_candidate(c): m for c, m in zip(opts["candidates"], means)}}
-    if not folds:
-        log.warning("%s: no inner fold could be drawn from %d training samples; head start %s taken unscored",
-                    task, len(train), report["candidate"])
-    if is_main():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, indent=1))
-        tmp.replace(path)
-    return opts["candidates"][best], report
+    members: int | None = None
+    progress: bool = True
+    split_all: bool = True
+    extra_meta: dict | None = None
+    stop_after: int | None = None
+    resume: bool = True
+    cache: EmbeddingCache | None = None
+    finish: bool = False
+    stored_splits: dict[str, dict] | None = None
 
 
-def train_and_write(cfg: dict, phase: str, spec: dict, backbone, trunk: Trunk, tasks: dict[str, list],
-                    *, members: int | None = None, progress: bool = True, split_all: bool = True,
-                    extra_meta: dict | None = None, stop_after: int | None = None, resume: bool = True,
-                    cache: EmbeddingCache | None = None, finish: bool = False,
-                    source_heads: dict[str, PropertyHead] | None = None,
-                    stored_splits: dict[str, dict] | None = None) -> dict:
+@dataclass
+class PreparedTasks:
+    """Every task split and given its started head, ready to train."""
+
+    heads: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)  # task -> TaskData
+    head_inits: dict = field(default_factory=dict)  # task -> description of the head's start
+    cv_reports: dict = field(default_factory=dict)  # task -> inner-CV report
+    records: dict = field(default_factory=dict)  # task -> stored split record
+    chosen: dict | None = None  # the head-start candidate chosen by inner CV, if any
+
+
+def train_and_write(cfg: dict, phase: str, model: PhaseModel, tasks: dict[str, list],
+                    run: RunOptions | None = None) -> dict:
     """Train trunk + one head per task, evaluate, write model.pt, metrics.json,
     splits.json and plots.
 
-    Each task is split after filtering, or by its record in ``stored_splits``
-    (task -> record of :mod:`mpa_ase.validation.stored`), and the splits used
-    are written to ``splits.json`` (section ``tasks``).
-
-    ``source_heads`` are trained heads (mid-training's) that a new head may
-    start from, chosen by ``cfg["head_init"]`` (see ``choose_sources``; ``cv``:
-    ``choose_head_start_by_cv``) on the task's training split only.
+    Each task is split after filtering, or by its record in
+    ``run.stored_splits``, and the splits used are written to ``splits.json``
+    (section ``tasks``). A new head may start from ``model.heads`` (e.g.
+    mid-training's, for post-training), as ``head_init`` says (``cv``: :meth:`HeadStart.choose_by_cv`),
+    chosen on the task's training split only.
 
     Returns a summary dict (per-task metrics, paths); ``finished`` is False
-    when ``stop_after`` interrupted the run.
+    when ``run.stop_after`` interrupted the run.
     """
-    out = Path(cfg["output"])
+    run = run or RunOptions()
+    typed = check_head_phase_config(cfg)
+    out = Path(typed.output)
     out.mkdir(parents=True, exist_ok=True)
-    seed = int(cfg.get("seed", 0))
-    cache = cache or EmbeddingCache(backbone, cfg.get("cache_dir"), progress=progress)
-    all_samples = [s for group in tasks.values() for s in group]
-    cache.fill(all_samples)
-    head_cfg = dict(cfg.get("head") or {})
-    if members is not None:
-        head_cfg.setdefault("members", members)
-    with seeded(seed + 1):  # heads start the same in every run of this seed
-        heads, task_data, head_inits, cv_reports, records = {}, {}, {}, {}, {}
-        chosen = None  # the head-start candidate chosen by inner CV, if any
-        stored_splits = stored_splits or {}
-        for task, samples in sorted(tasks.items()):
-            samples = [s for s in samples if cache.has(s)]
-            if len(samples) < 5 and task not in stored_splits:
-                log.warning("task %s has %d usable samples; skipped", task, len(samples))
-                continue
-            meta = task_meta(samples)
-            name = cfg.get("head_name") if phase == "posttrain" and cfg.get("head_name") else head_key(task)
-            if task in stored_splits:
-                records[task] = stored_splits[task]
-                train, val, test = stored.apply(samples, records[task], task)
-            elif split_all:
-                records[task] = draw_split(samples, cfg)
-                train, val, test = stored.apply(samples, records[task], task)
-            else:
-                train, val, test = samples, [], []
-            head_init = cfg.get("head_init", DEFAULT_HEAD_INIT)
-            top = cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
-            fresh_only = all(c["head_init"] == "fresh" for c in cv_options(cfg)["candidates"]) \
-                if head_init == "cv" else False
-            if head_init == "cv" and (source_heads or fresh_only):
-                if len(tasks) != 1:
-                    raise ValueError("head_init: cv chooses the head start of one target task; "
-                                     f"this run has {len(tasks)}")
-                candidate, cv_reports[task] = choose_head_start_by_cv(
-                    cfg, task, name, meta, backbone.embedding_dim, head_cfg, trunk, source_heads, train, val, cache,
-                    out, progress=progress)
-                head_init, top = candidate["head_init"], candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
-                chosen = candidate
-                torch.manual_seed(seed + 1)  # the final head starts as had this candidate been asked for
-            heads[name], described = started_head(name, meta, backbone.embedding_dim, head_cfg,
-                                                  f"{task} ({meta['kind']})", source_heads, head_init, top, train,
-                                                  trunk, cache, seed)
-            if described is not None:
-                head_inits[task] = described
-            task_data[task] = TaskData(name, train, val, test)
-    stored.write(out, tasks=records)
-    optim = post_optim(cfg, chosen)
-    headset = HeadSet(trunk, heads)
-    trainer = Trainer(headset, task_data, cache, optim, out, progress=progress,
+    cache = run.cache or EmbeddingCache(model.backbone, typed.cache_dir, progress=run.progress)
+    cache.fill([s for group in tasks.values() for s in group])
+    prepared = prepare_tasks(typed, phase, model, tasks, run, cache, out)
+    stored.write(out, tasks=prepared.records)
+    headset = HeadSet(model.trunk, prepared.heads)
+    trainer = Trainer(headset, prepared.data, cache, post_optim(cfg, prepared.chosen), out, progress=run.progress,
                       config={k: v for k, v in cfg.items() if k != "output"})
-    result = trainer.fit(stop_after=stop_after, resume=resume, finish=finish)
+    result = trainer.fit(stop_after=run.stop_after, resume=run.resume, finish=run.finish)
     if not result["finished"]:
         return {"finished": False, "output": str(out)}
-    metrics = {}
-    calibration = {t.head: calibrate(headset, t.head, trainer.batcher, t.val) for t in trainer.tasks.values()}
-    intervals = {t.head: conformal_interval(headset, t.head, trainer.batcher, t.val) for t in trainer.tasks.values()}
+    metrics = evaluate(headset, trainer, prepared)
     for task, t in trainer.tasks.items():
-        evals = {}
-        predictions = {}
-        for split_name in ("train", "val", "test"):
-            samples = getattr(t, split_name)
-            if samples:
-                predictions[split_name] = predict(headset, t.head, trainer.batcher, samples)
-                evals[split_name] = regression_metrics(np.array([s.value for s in samples]), *predictions[split_name])
-        if intervals[t.head] is not None:
-            evals["interval"] = {"level": float(heads[t.head].interval_level), "q": intervals[t.head],
-                                 "coverage_val": interval_coverage(headset, t.head, trainer.batcher, t.val),
-                                 "coverage_test": interval_coverage(headset, t.head, trainer.batcher, t.test)}
-        metrics[task] = {"head": t.head, "unit": heads[t.head].unit, "std_scale": calibration[t.head],
-                         "n_train": len(t.train),
-                         "n_val": len(t.val), "n_test": len(t.test), **evals}
-        if task in head_inits:
-            metrics[task]["head_init"] = head_inits[task]
-        if task in cv_reports:
-            metrics[task]["head_start_cv"] = {k: v for k, v in cv_reports[task].items() if k != "key"}
-        if t.test:
-            mean, std = predictions["test"]
-            metrics[task]["test_predictions"] = {
-                "identity": [s.identity for s in t.test], "y": [s.value for s in t.test],
-                "pred": mean.tolist(), "std": std.tolist(),
-            }
-        trained = heads[t.head]
-        trained.trained_on = f"{task} ({trained.trained_on.split('(')[-1][:-1]}, n_train={len(t.train)})"
-        trained.config["trained_on"] = trained.trained_on
-        # applicability domain and bounds, from what the head was trained on
-        m = task_meta(t.train)
-        trained.config["elements"] = sorted(set().union(*(sample_elements(x) for x in t.train + t.val)))
-        trained.config["material"] = "crystal" if m["crystal"] else "molecule"
-        trained.config["lower_bound"] = physical_lower_bound(m["property"], m["unit"])
-    meta = {"phase": phase, "config": {k: v for k, v in cfg.items()}, "data_hash": data_hash(trainer.tasks),
-            "history": result["history"], "metrics": {k: {kk: vv for kk, vv in v.items() if kk != "test_predictions"}
-                                                       for k, v in metrics.items()}, **(extra_meta or {})}
+        stamp_domain(prepared.heads[t.head], task, t)
+    meta = {"phase": phase, "config": dict(cfg), "data_hash": data_hash(trainer.tasks), "history": result["history"],
+            "metrics": {k: {kk: vv for kk, vv in v.items() if kk != "test_predictions"} for k, v in metrics.items()},
+            **(run.extra_meta or {})}
     if is_main():
-        atomic_save(model_file(spec, trunk, heads, **meta), out / "model.pt")
+        atomic_save(model_file(model.spec, model.trunk, prepared.heads, **meta), out / "model.pt")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
         plot_learning_curve(result["history"], out / "learning_curve.png")
         plot_parity(metrics, out / "parity.png")
     barrier()  # the model file exists for every rank once this returns
     return {"finished": True, "output": str(out), "model": str(out / "model.pt"), "metrics": metrics,
             "history": result["history"]}
+
+
+def prepare_tasks(cfg: HeadPhaseConfig, phase: str, model: PhaseModel, tasks: dict[str, list], run: RunOptions,
+                  cache: EmbeddingCache, out: Path) -> PreparedTasks:
+    """Split every task (or read its stored split) and start its head."""
+    head_cfg = dict(cfg.raw.get("head") or {})
+    if run.members is not None:
+        head_cfg.setdefault("members", run.members)
+    stored_splits = run.stored_splits or {}
+    prepared = PreparedTasks()
+    with seeded(cfg.seed + 1):  # heads start the same in every run of this seed
+        for task, samples in sorted(tasks.items()):
+            samples = [s for s in samples if cache.has(s)]
+            if len(samples) < 5 and task not in stored_splits:
+                log.warning("task %s has %d usable samples; skipped", task, len(samples))
+                continue
+            meta = task_meta(samples)
+            name = cfg.head_name if phase == "posttrain" and cfg.head_name else head_key(task)
+            if task in stored_splits:
+                prepared.records[task] = stored_splits[task]
+            elif run.split_all:
+                prepared.records[task] = draw_split(samples, cfg.raw)
+            train, val, test = (stored.apply(samples, prepared.records[task], task) if task in prepared.records
+                                else (samples, [], []))
+            start = HeadStart(cfg, task, name, meta, model.backbone.embedding_dim, head_cfg, model.trunk, cache,
+                              model.heads)
+            head_init, top = cfg.head_init, cfg.head_init_top
+            fresh_only = head_init == "cv" and all(c["head_init"] == "fresh" for c in cv_options(cfg.raw)["candidates"])
+            if head_init == "cv" and (model.heads or fresh_only):
+                if len(tasks) != 1:
+                    raise ValueError("head_init: cv chooses the head start of one target task; "
+                                     f"this run has {len(tasks)}")
+                candidate, prepared.cv_reports[task] = start.choose_by_cv(train, val, out, progress=run.progress)
+                head_init, top = candidate["head_init"], candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
+                prepared.chosen = candidate
+                torch.manual_seed(cfg.seed + 1)  # the final head starts as had this candidate been asked for
+            prepared.heads[name], described = start.make(head_init, top, train, f"{task} ({meta['kind']})")
+            if described is not None:
+                prepared.head_inits[task] = described
+            prepared.data[task] = TaskData(name, train, val, test)
+    return prepared
+
+
+def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dict:
+    """Per-task metrics on every side of the split, after calibrating each
+    head's spread and its split-conformal interval on the validation side."""
+    calibration = {t.head: calibrate(headset, t.head, trainer.batcher, t.val) for t in trainer.tasks.values()}
+    intervals = {t.head: conformal_interval(headset, t.head, trainer.batcher, t.val) for t in trainer.tasks.values()}
+    metrics = {}
+    for task, t in trainer.tasks.items():
+        head = headset.heads[t.head]
+        evals, predictions = {}, {}
+        for split_name in ("train", "val", "test"):
+            samples = getattr(t, split_name)
+            if samples:
+                predictions[split_name] = predict(headset, t.head, trainer.batcher, samples)
+                evals[split_name] = regression_metrics(np.array([s.value for s in samples]), *predictions[split_name])
+        if intervals[t.head] is not None:
+            evals["interval"] = {"level": float(head.interval_level), "q": intervals[t.head],
+                                 "coverage_val": interval_coverage(headset, t.head, trainer.batcher, t.val),
+                                 "coverage_test": interval_coverage(headset, t.head, trainer.batcher, t.test)}
+        metrics[task] = {"head": t.head, "unit": head.unit, "std_scale": calibration[t.head],
+                         "n_train": len(t.train), "n_val": len(t.val), "n_test": len(t.test), **evals}
+        if task in prepared.head_inits:
+            metrics[task]["head_init"] = prepared.head_inits[task]
+        if task in prepared.cv_reports:
+            metrics[task]["head_start_cv"] = {k: v for k, v in prepared.cv_reports[task].items() if k != "key"}
+        if t.test:
+            mean, std = predictions["test"]
+            metrics[task]["test_predictions"] = {
+                "identity": [s.identity for s in t.test], "y": [s.value for s in t.test],
+                "pred": mean.tolist(), "std": std.tolist(),
+            }
+    return metrics
+
+
+def stamp_domain(head: PropertyHead, task: str, t: TaskData) -> None:
+    """Record on a trained head what it was trained on: its task and training
+    size, its applicability domain (elements, crystal or molecule) and its
+    physical lower bound."""
+    head.trained_on = f"{task} ({head.trained_on.split('(')[-1][:-1]}, n_train={len(t.train)})"
+    head.config["trained_on"] = head.trained_on
+    m = task_meta(t.train)
+    head.config["elements"] = sorted(set().union(*(sample_elements(x) for x in t.train + t.val)))
+    head.config["material"] = "crystal" if m["crystal"] else "molecule"
+    head.config["lower_bound"] = physical_lower_bound(m["property"], m["unit"])
 
 
 def regression_metrics(y, pred, std=None) -> dict:

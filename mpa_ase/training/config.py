@@ -152,6 +152,11 @@ class HeadPhaseConfig:
     seed: int
     data: tuple
     raw: dict = field(repr=False, compare=False)
+    init: str | None = None  # the model file a midtrain/posttrain run starts from
+    head_init: str = "correlated"  # how a new head starts (see training.head_start)
+    head_init_top: int = 3
+    head_name: str | None = None
+    cache_dir: str | None = None
 
     @classmethod
     def from_dict(cls, cfg: dict) -> HeadPhaseConfig:
@@ -188,8 +193,20 @@ class HeadPhaseConfig:
             if t.get("split") is not None:
                 check_keys("target split", t["split"], SplitSection.__dataclass_fields__)
                 SplitSection(**t["split"])
+        from mpa_ase.training.head_start import DEFAULT_HEAD_INIT, DEFAULT_HEAD_INIT_TOP, check_head_init, cv_options
+
+        head_init, top = cfg.get("head_init", DEFAULT_HEAD_INIT), cfg.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
+        check_head_init(head_init, top)
+        if head_init == "cv":
+            cv_options(cfg)
+        for key in ("init", "head_name", "cache_dir"):
+            value = cfg.get(key)
+            _need(value is None or isinstance(value, (str, os.PathLike)) and str(value) != "", key,
+                  "a path or name", value)
         return cls(output=str(output), optim=OptimConfig(**{"seed": int(seed), **optim}), seed=int(seed),
-                   data=tuple(data), raw=cfg, **sections)
+                   data=tuple(data), raw=cfg, init=None if cfg.get("init") is None else str(cfg["init"]),
+                   head_init=head_init, head_init_top=top, head_name=cfg.get("head_name"),
+                   cache_dir=None if cfg.get("cache_dir") is None else str(cfg["cache_dir"]), **sections)
 
 
 def _check_optim(optim: dict) -> None:

@@ -10,8 +10,8 @@ themselves are left out unless ``exclude_target_task: false``.
 from __future__ import annotations
 
 from mpa_ase.data import group_tasks, leakage_guard, load_source
-from mpa_ase.training.common import (backbone_and_trunk, draw_split, load_samples, read_config, train_and_write,
-                                     usable)
+from mpa_ase.training.common import (RunOptions, backbone_and_trunk, draw_split, load_samples, read_config,
+                                     train_and_write, usable)
 from mpa_ase.training.embeddings import EmbeddingCache
 from mpa_ase.validation import stored
 
@@ -61,17 +61,17 @@ def midtrain_samples(cfg: dict, records: dict[str, dict]) -> tuple[list, dict]:
 
 def midtrain(config, *, progress: bool = True, stop_after: int | None = None, finish: bool = False) -> dict:
     cfg = read_config(config)
-    spec, backbone, trunk, _ = backbone_and_trunk(cfg)
-    cache = EmbeddingCache(backbone, cfg.get("cache_dir"), progress=progress)
+    model = backbone_and_trunk(cfg)
+    cache = EmbeddingCache(model.backbone, cfg.get("cache_dir"), progress=progress)
     records = target_splits(cfg, cache)
     # stored before training: post-training and evaluation read these, never a second split
     stored.write(cfg["output"], targets=records)
     samples, guard = midtrain_samples(cfg, records)
     if not samples:
         raise ValueError("mid-training has no data left after the leakage guard")
-    summary = train_and_write(cfg, "midtrain", spec, backbone, trunk, group_tasks(samples), progress=progress,
-                              extra_meta={"leakage_guard": guard}, stop_after=stop_after,
-                              finish=finish, cache=cache)
+    summary = train_and_write(cfg, "midtrain", model._replace(heads={}), group_tasks(samples),
+                              RunOptions(progress=progress, extra_meta={"leakage_guard": guard},
+                                         stop_after=stop_after, finish=finish, cache=cache))
     summary["leakage_guard"] = guard
     summary["splits"] = str(stored.write(cfg["output"]))
     return summary

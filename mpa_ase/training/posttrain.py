@@ -26,7 +26,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mpa_ase.data import load_source
-from mpa_ase.training.common import backbone_and_trunk, draw_split, read_config, split_cfg, train_and_write, usable
+from mpa_ase.training.common import (RunOptions, backbone_and_trunk, draw_split, read_config, split_cfg,
+                                     train_and_write, usable)
 from mpa_ase.training.embeddings import EmbeddingCache
 from mpa_ase.validation import stored
 
@@ -58,17 +59,17 @@ def posttrain(config, *, progress: bool = True, stop_after: int | None = None, f
         raise ValueError("posttrain needs target: {data: <loader spec>, task: 'property@source'}")
     if not cfg.get("init"):
         raise ValueError("posttrain needs 'init': the model.pt of phase 1 (direct) or phase 2 (MPA)")
-    spec, backbone, trunk, trained_heads = backbone_and_trunk(cfg)
+    model = backbone_and_trunk(cfg)
     samples = [s for s in load_source(target["data"]) if s.task == target["task"]]
     if not samples:
         raise ValueError(f"target task {target['task']!r} has no samples in {target['data']}")
     cfg.setdefault("head_name", samples[0].property)
     task = target["task"]
-    cache = EmbeddingCache(backbone, cfg.get("cache_dir"), progress=progress)
+    cache = EmbeddingCache(model.backbone, cfg.get("cache_dir"), progress=progress)
     record = stored_target_split(cfg, task)
     if record is None:
         record = stored.check_held_out(draw_split(usable(samples, cache), cfg), task)
     stored.write(cfg["output"], targets={task: record})
-    return train_and_write(cfg, "posttrain", spec, backbone, trunk, {task: samples}, members=5,
-                           progress=progress, stop_after=stop_after, finish=finish, source_heads=trained_heads,
-                           cache=cache, stored_splits={task: record})
+    return train_and_write(cfg, "posttrain", model, {task: samples},
+                           RunOptions(members=5, progress=progress, stop_after=stop_after, finish=finish,
+                                      cache=cache, stored_splits={task: record}))
