@@ -140,6 +140,60 @@ def validate_atoms(atoms, label: str = "structure") -> None:
         raise MPAInputError(f"{label}: {err}") from None
 
 
+@dataclass(frozen=True)
+class Segments:
+    """Which atom belongs to which system: all that a readout pools over.
+
+    ``numbers`` (per atom) and ``periodic`` (per system) are there for the
+    heads' domain checks; a readout needs only ``index`` and ``sizes``. An
+    :class:`AtomsGraph` gives its own (``graph.segments``); heads reading
+    cached embeddings make one from the atom counts (:meth:`from_sizes`).
+    """
+
+    index: Tensor  # (N,) long: the system of each atom
+    sizes: Tensor  # (S,) long: atoms per system
+    numbers: Tensor | None = None  # (N,) long
+    periodic: Tensor | None = None  # (S,) bool: periodic along every axis
+
+    @classmethod
+    def from_sizes(cls, sizes, numbers=None, periodic=None, *, device="cpu") -> Segments:
+        sizes = torch.as_tensor(sizes, dtype=torch.long, device=device)
+        index = torch.repeat_interleave(torch.arange(int(sizes.shape[0]), device=device), sizes)
+        numbers = None if numbers is None else torch.as_tensor(numbers, dtype=torch.long, device=device)
+        periodic = None if periodic is None else torch.as_tensor(periodic, dtype=torch.bool, device=device)
+        return cls(index, sizes, numbers, periodic)
+
+    @property
+    def count(self) -> int:
+        """The number of systems."""
+        return int(self.sizes.shape[0])
+
+    def sum(self, per_atom: Tensor) -> Tensor:
+        """Sum a per-atom tensor over the atoms of each system."""
+        out = per_atom.new_zeros((self.count,) + tuple(per_atom.shape[1:]))
+        return out.index_add_(0, self.index, per_atom)
+
+    def mean(self, per_atom: Tensor) -> Tensor:
+        counts = self.sizes.to(per_atom.dtype).reshape((-1,) + (1,) * (per_atom.dim() - 1))
+        return self.sum(per_atom) / counts
+
+    def softmax(self, scores: Tensor) -> Tensor:
+        """Softmax of per-atom scores over the atoms of each system."""
+        index = self.index.view(-1, *([1] * (scores.dim() - 1))).expand_as(scores)
+        shape = (self.count,) + tuple(scores.shape[1:])
+        # the per-system maximum only stabilises exp(); it carries no gradient
+        max_per = scores.new_full(shape, float("-inf")).scatter_reduce_(
+            0, index, scores.detach(), reduce="amax", include_self=False
+        )
+        e = torch.exp(scores - max_per[self.index])
+        return e / self.sum(e)[self.index]
+
+
+def as_segments(x) -> Segments:
+    """``x`` itself if it is :class:`Segments`, else its ``segments`` (an :class:`AtomsGraph`'s)."""
+    return x if isinstance(x, Segments) else x.segments
+
+
 @dataclass
 class AtomsGraph:
     """One or many atomic systems with their neighbour graph.
@@ -245,29 +299,11 @@ class AtomsGraph:
             cutoff=float(cutoff),
         )
 
-    @classmethod
-    def segments(cls, n_atoms, numbers=None, *, dtype=torch.float32, device="cpu") -> AtomsGraph:
-        """A graph with system membership but no geometry or edges.
-
-        For heads that read cached per-atom embeddings: readouts need only
-        which atom belongs to which system.
-        """
-        n_atoms = torch.as_tensor(n_atoms, dtype=torch.long, device=device)
-        n = int(n_atoms.sum())
-        s = int(n_atoms.shape[0])
-        if numbers is None:
-            numbers = torch.zeros(n, dtype=torch.long, device=device)
-        return cls(
-            positions=torch.zeros(n, 3, dtype=dtype, device=device),
-            numbers=torch.as_tensor(numbers, dtype=torch.long, device=device),
-            cell=torch.zeros(s, 3, 3, dtype=dtype, device=device),
-            pbc=torch.zeros(s, 3, dtype=torch.bool, device=device),
-            edge_index=torch.zeros(2, 0, dtype=torch.long, device=device),
-            shifts=torch.zeros(0, 3, dtype=dtype, device=device),
-            batch=torch.repeat_interleave(torch.arange(s, device=device), n_atoms),
-            n_atoms=n_atoms,
-            cutoff=0.0,
-        )
+    @property
+    def segments(self) -> Segments:
+        """System membership of the atoms (what heads pool over), with the
+        atomic numbers and each system's periodicity."""
+        return Segments(self.batch, self.n_atoms, self.numbers, self.pbc.all(dim=1))
 
     # ------------------------------------------------------------ geometry
     @property
@@ -303,12 +339,10 @@ class AtomsGraph:
 
     def sum_per_system(self, per_atom: Tensor) -> Tensor:
         """Sum a per-atom tensor over the atoms of each system."""
-        out = per_atom.new_zeros((self.num_systems,) + tuple(per_atom.shape[1:]))
-        return out.index_add_(0, self.batch, per_atom)
+        return Segments(self.batch, self.n_atoms).sum(per_atom)
 
     def mean_per_system(self, per_atom: Tensor) -> Tensor:
-        counts = self.n_atoms.to(per_atom.dtype).reshape((-1,) + (1,) * (per_atom.dim() - 1))
-        return self.sum_per_system(per_atom) / counts
+        return Segments(self.batch, self.n_atoms).mean(per_atom)
 
     def split(self, per_atom: Tensor) -> list[Tensor]:
         """Split a per-atom tensor into one tensor per system."""

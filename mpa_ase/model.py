@@ -92,6 +92,7 @@ class MPAModel(nn.Module):
         if len(self.heads) and compute_heads:
             with torch.set_grad_enabled(self.training):
                 features = out["features"] if self.trunk is None else self.trunk(out["features"])
+                segments = graph.segments
                 for head in self.heads.values():
-                    results.update(head(features, graph))
+                    results.update(head(features, segments))
         return results

@@ -160,7 +160,7 @@ def test_head_starts_from_a_related_head():
 
 
 def test_members_start_from_several_heads_with_their_signs():
-    from mpa_ase.graph import AtomsGraph
+    from mpa_ase.graph import Segments
     from mpa_ase.training.head_start import init_from_head
 
     torch.manual_seed(1)
@@ -168,7 +168,7 @@ def test_members_start_from_several_heads_with_their_signs():
     b = PropertyHead("b", "K", 16, readout="hybrid", members=1)
     new = PropertyHead("t", "K", 16, readout="hybrid", members=3)
     init_from_head(new, [(a, 1.0), (b, -1.0)], seed=0, noise=0.0)
-    graph = AtomsGraph.segments([3, 5], torch.tensor([1, 6, 8, 1, 1, 6, 6, 8]))
+    graph = Segments.from_sizes([3, 5], torch.tensor([1, 6, 8, 1, 1, 6, 6, 8]))
     x = torch.randn(8, 16)
     with torch.no_grad():
         za, zb = a.member_outputs(x, graph)[0], b.member_outputs(x, graph)[0]
@@ -252,6 +252,13 @@ def test_head_domain_bounds_and_intervals():
     torch.manual_seed(0)
     out = head(torch.randn(graph.num_atoms, 8), graph)
     assert out["tb_in_domain"].tolist() == [1.0, 0.0, 0.0]  # Cu: unknown element; periodic water: a crystal
+    # heads pool over segments alone: the same from atom counts, numbers and periodicity as from the graph
+    from mpa_ase.graph import Segments
+
+    alone = Segments.from_sizes(graph.n_atoms.tolist(), graph.numbers, [False, True, True])
+    torch.manual_seed(0)
+    again = head(torch.randn(graph.num_atoms, 8), alone)
+    assert again.keys() == out.keys() and all(torch.equal(again[k], out[k]) for k in out)
     assert (out["tb"] == 0).all()  # ~ -500 K before the bound: never a negative absolute temperature
     assert "tb_lo" not in out
     head.set_interval(1.5, 0.9)

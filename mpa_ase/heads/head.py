@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from mpa_ase.graph import AtomsGraph
+from mpa_ase.graph import Segments, as_segments
 from mpa_ase.heads.readouts import Readout
 
 TRANSFORMS = ("identity", "log10")
@@ -127,29 +127,36 @@ class PropertyHead(nn.Module):
         self.interval_q.fill_(float(q))
         self.interval_level.fill_(float(level))
 
-    def in_domain(self, graph: AtomsGraph) -> Tensor | None:
+    def in_domain(self, segments: Segments) -> Tensor | None:
         """1.0 for systems made of training elements and of the trained material kind, else 0.0."""
         elements, material = self.config.get("elements"), self.config.get("material")
         if elements is None and material is None:
             return None
-        ok = torch.ones(graph.num_systems, dtype=torch.bool, device=graph.numbers.device)
+        seg = as_segments(segments)
+        device = seg.index.device
+        ok = torch.ones(seg.count, dtype=torch.bool, device=device)
         if elements is not None:
-            known = torch.zeros(128, dtype=torch.bool, device=graph.numbers.device)
-            known[torch.as_tensor(elements, dtype=torch.long, device=graph.numbers.device)] = True
-            bad_atom = (~known[graph.numbers.clamp(max=127)]).to(torch.long)
-            bad = torch.zeros(graph.num_systems, dtype=torch.long, device=graph.numbers.device)
-            ok &= bad.index_add_(0, graph.batch, bad_atom) == 0
+            numbers = seg.numbers if seg.numbers is not None else torch.zeros_like(seg.index)
+            known = torch.zeros(128, dtype=torch.bool, device=device)
+            known[torch.as_tensor(elements, dtype=torch.long, device=device)] = True
+            bad_atom = (~known[numbers.clamp(max=127)]).to(torch.long)
+            bad = torch.zeros(seg.count, dtype=torch.long, device=device)
+            ok &= bad.index_add_(0, seg.index, bad_atom) == 0
         if material is not None:
-            periodic = graph.pbc.all(dim=1)
+            periodic = seg.periodic if seg.periodic is not None else torch.zeros_like(ok)
             ok &= periodic if material == "crystal" else ~periodic
         return ok.to(torch.float64)
 
-    def member_outputs(self, features: Tensor, graph: AtomsGraph) -> Tensor:
+    def member_outputs(self, features: Tensor, segments: Segments) -> Tensor:
         """(members, systems) outputs in model space (logits for classification)."""
-        return torch.stack([m(features, graph).squeeze(-1) for m in self.members])
+        seg = as_segments(segments)
+        return torch.stack([m(features, seg).squeeze(-1) for m in self.members])
 
-    def forward(self, features: Tensor, graph: AtomsGraph) -> dict[str, Tensor]:
-        z = self.member_outputs(features, graph)
+    def forward(self, features: Tensor, segments: Segments) -> dict[str, Tensor]:
+        """Per-system predictions from per-atom ``features`` pooled over
+        ``segments`` (an :class:`~mpa_ase.graph.AtomsGraph` gives its own)."""
+        seg = as_segments(segments)
+        z = self.member_outputs(features, seg)
         if self.task == "classification":
             p = torch.sigmoid(z)
             mean, std = p.mean(0), p.std(0, unbiased=False)
@@ -164,7 +171,7 @@ class PropertyHead(nn.Module):
             lo, hi = mean - q * std, mean + q * std
             out[f"{self.name}_lo"] = lo if bound is None else lo.clamp(min=bound)
             out[f"{self.name}_hi"] = hi if bound is None else hi.clamp(min=bound)
-        flag = self.in_domain(graph)
+        flag = self.in_domain(seg)
         if flag is not None:
             out[f"{self.name}_in_domain"] = flag.to(mean.dtype)
         return out

@@ -1,4 +1,5 @@
-"""Readouts: per-atom features of one graph -> one vector or value per system.
+"""Readouts: per-atom features -> one vector or value per system, pooled
+over :class:`~mpa_ase.graph.Segments` (which atom belongs to which system).
 
 ``mean`` and ``attention`` give intensive quantities (independent of system
 size), ``sum`` gives extensive ones; ``hybrid`` is the MPA readout, which
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mpa_ase.graph import AtomsGraph
+from mpa_ase.graph import Segments, as_segments
 
 READOUTS = ("mean", "sum", "attention", "hybrid")
 
@@ -40,18 +41,6 @@ class ResidualMLP(nn.Module):
         return self.out(x + self.body(x))
 
 
-def segment_softmax(scores: Tensor, graph: AtomsGraph) -> Tensor:
-    """Softmax of per-atom scores over the atoms of each system."""
-    index = graph.batch.view(-1, *([1] * (scores.dim() - 1))).expand_as(scores)
-    shape = (graph.num_systems,) + tuple(scores.shape[1:])
-    # the per-system maximum only stabilises exp(); it carries no gradient
-    max_per = scores.new_full(shape, float("-inf")).scatter_reduce_(
-        0, index, scores.detach(), reduce="amax", include_self=False
-    )
-    e = torch.exp(scores - max_per[graph.batch])
-    return e / graph.sum_per_system(e)[graph.batch]
-
-
 class Readout(nn.Module):
     """Maps per-atom features (N, F) to per-system outputs (S, n_out)."""
 
@@ -74,14 +63,15 @@ class Readout(nn.Module):
         """Weight of the intensive (attention) branch; None unless hybrid."""
         return torch.sigmoid(self.alpha_logit) if self.kind == "hybrid" else None
 
-    def forward(self, features: Tensor, graph: AtomsGraph) -> Tensor:
+    def forward(self, features: Tensor, segments: Segments) -> Tensor:
+        seg = as_segments(segments)
         if self.kind == "mean":
-            return self.pooled_mlp(graph.mean_per_system(features))
+            return self.pooled_mlp(seg.mean(features))
         if self.kind == "sum":
-            return graph.sum_per_system(self.atomwise(features))
-        weights = segment_softmax(self.score(features), graph)
-        pooled = self.pooled_mlp(graph.sum_per_system(weights * features))
+            return seg.sum(self.atomwise(features))
+        weights = seg.softmax(self.score(features))
+        pooled = self.pooled_mlp(seg.sum(weights * features))
         if self.kind == "attention":
             return pooled
         alpha = self.alpha
-        return alpha * pooled + (1 - alpha) * graph.sum_per_system(self.atomwise(features))
+        return alpha * pooled + (1 - alpha) * seg.sum(self.atomwise(features))

@@ -140,7 +140,7 @@ def rank_source_heads(trunk: Trunk, heads: dict[str, PropertyHead], target: Prop
     y = np.array([s.value for s in samples], dtype=float)
     if target.transform.kind == "log10":
         y = np.log10(y)
-    graph, feats, owner = batcher(samples)
+    segments, feats, owner = batcher(samples)
     was_training = trunk.training
     trunk.eval()
     x = trunk(feats)
@@ -150,7 +150,7 @@ def rank_source_heads(trunk: Trunk, heads: dict[str, PropertyHead], target: Prop
         if head.readout_kind != target.readout_kind or head.task != "regression":
             continue
         head.eval()
-        z = conformer_mean(head.member_outputs(x, graph), owner, len(samples)).mean(0).double().numpy()
+        z = conformer_mean(head.member_outputs(x, segments), owner, len(samples)).mean(0).double().numpy()
         if np.std(z) == 0 or not np.isfinite(z).all():
             continue
         r = float(np.corrcoef(z, y)[0, 1])

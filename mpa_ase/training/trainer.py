@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from mpa_ase import __version__
 from mpa_ase.checkpoint import atomic_save, safe_load
 from mpa_ase.errors import CheckpointError
-from mpa_ase.graph import AtomsGraph
+from mpa_ase.graph import Segments
 from mpa_ase.heads import PropertyHead, Trunk
 from mpa_ase import parallel as dist
 from mpa_ase.training.embeddings import EmbeddingCache
@@ -107,12 +107,12 @@ def fit_transform(head: PropertyHead, samples) -> None:
 
 
 class Batcher:
-    """Turns samples into (segments graph, features, conformer -> sample index)."""
+    """Turns samples into (segments, features, conformer -> sample index)."""
 
     def __init__(self, cache: EmbeddingCache):
         self.cache = cache
 
-    def __call__(self, samples) -> tuple[AtomsGraph, Tensor, Tensor]:
+    def __call__(self, samples) -> tuple[Segments, Tensor, Tensor]:
         feats, numbers, owner = [], [], []
         for i, s in enumerate(samples):
             for k in s.keys:
@@ -121,8 +121,8 @@ class Batcher:
                 numbers.append(z)
                 owner.append(i)
         n_atoms = [len(z) for z in numbers]
-        graph = AtomsGraph.segments(n_atoms, torch.cat(numbers))
-        return graph, torch.cat(feats), torch.tensor(owner, dtype=torch.long)
+        segments = Segments.from_sizes(n_atoms, torch.cat(numbers))
+        return segments, torch.cat(feats), torch.tensor(owner, dtype=torch.long)
 
 
 def conformer_mean(values: Tensor, owner: Tensor, n: int) -> Tensor:
@@ -134,8 +134,8 @@ def conformer_mean(values: Tensor, owner: Tensor, n: int) -> Tensor:
 
 def member_predictions(headset: HeadSet, head: str, batcher: Batcher, samples) -> Tensor:
     """(members, samples) outputs in the head's model space, conformer-averaged."""
-    graph, feats, owner = batcher(samples)
-    z = headset.heads[head].member_outputs(headset.trunk(feats), graph)
+    segments, feats, owner = batcher(samples)
+    z = headset.heads[head].member_outputs(headset.trunk(feats), segments)
     return conformer_mean(z, owner, len(samples))
 
 
