@@ -156,6 +156,8 @@ def _plot_path(args, default: str):
 
 
 def _matplotlib():
+    """pyplot on a file backend, for plotting APIs that draw only through it
+    (phonopy's); our own plots draw on a ``Figure`` and switch nothing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,8 +198,10 @@ def cmd_md(args) -> int:
     print(f"total-energy drift: {res.drift_meV_per_atom:.3f} meV/atom")
     path = _plot_path(args, "md.png")
     if path:
-        plt = _matplotlib()
-        fig, (a1, a2) = plt.subplots(2, 1, sharex=True, figsize=(6, 5))
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6, 5))
+        a1, a2 = fig.subplots(2, 1, sharex=True)
         a1.plot(res.times_fs, res.potential_energy, label="E_pot")
         a1.plot(res.times_fs, res.total_energy, label="E_tot")
         a1.set_ylabel("energy (eV)")
@@ -252,12 +256,12 @@ def cmd_eos(args) -> int:
     if path:
         from ase.eos import EquationOfState
 
-        plt = _matplotlib()
+        from matplotlib.figure import Figure
+
         fit = EquationOfState(r["volumes"], r["energies"], eos=r["fit"])
         fit.fit()
-        ax = fit.plot(show=False)
+        ax = fit.plot(ax=Figure().add_subplot(), show=False)
         ax.figure.savefig(path, dpi=120)
-        plt.close(ax.figure)
         print(f"plot: {path}")
     return 0
 
