@@ -67,6 +67,8 @@ def head_state(head: PropertyHead) -> dict:
 
 def build_head(entry: dict) -> PropertyHead:
     cfg = dict(entry["config"])
+    if "task" in cfg:  # files from before "task" meant only property@source
+        cfg["problem"] = cfg.pop("task")
     head = PropertyHead(transform=TargetTransform(**entry["transform"]), **cfg)
     state = dict(entry["state"])
     state.setdefault("std_scale", torch.tensor(1.0, dtype=torch.float64))  # files from before calibration

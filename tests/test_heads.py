@@ -122,8 +122,8 @@ def test_calculator_returns_heads_with_units(chgnet_calc):
 def test_bad_head_arguments():
     with pytest.raises(ValueError, match="unknown readout"):
         Readout("max", 8)
-    with pytest.raises(ValueError, match="unknown task"):
-        PropertyHead("p", "eV", 8, task="ranking")
+    with pytest.raises(ValueError, match="unknown problem"):
+        PropertyHead("p", "eV", 8, problem="ranking")
     with pytest.raises(ValueError, match="unknown transform"):
         TargetTransform("ln")
 
@@ -283,3 +283,18 @@ def test_candidate_learning_rates_scale_the_configured_optimiser():
     assert (o.lr, o.trunk_lr) == pytest.approx((5e-4, 5e-5))
     o = post_optim(cfg, {"head_init": "fresh", "lr_factor": 2.0, "trunk_lr_factor": 0.1})
     assert (o.lr, o.trunk_lr) == pytest.approx((2e-3, 2e-4))
+
+
+def test_head_problem_is_not_a_task_and_old_files_still_load():
+    """A head is a regression or classification *problem*; a task is a property
+    from one source. Model files written before the rename (config key "task") load."""
+    from mpa_ase.checkpoint import build_head, head_state
+
+    head = PropertyHead("p", "", 8, members=2, problem="classification")
+    entry = head_state(head)
+    assert entry["config"]["problem"] == "classification" and "task" not in entry["config"]
+    entry["config"]["task"] = entry["config"].pop("problem")  # as an older file has it
+    old = build_head(entry)
+    assert old.problem == "classification" and old.describe()["problem"] == "classification"
+    with pytest.raises(ValueError, match="unknown problem 'ranking'"):
+        PropertyHead("p", "", 8, problem="ranking")

@@ -11,7 +11,7 @@ from mpa_ase.graph import Segments, as_segments
 from mpa_ase.heads.readouts import Readout
 
 TRANSFORMS = ("identity", "log10")
-TASKS = ("regression", "classification")
+PROBLEMS = ("regression", "classification")
 
 
 class TargetTransform(nn.Module):
@@ -61,7 +61,8 @@ class PropertyHead(nn.Module):
         readout: "mean", "attention", "sum" or "hybrid"; by default attention
             for intensive and sum for extensive properties.
         members: deep-ensemble size; the spread of members is the uncertainty.
-        task: "regression" or "classification" (binary; value = probability).
+        problem: "regression" or "classification" (binary; value = probability).
+            (Not ``task``: a task is a property from one source, "property@source".)
         trained_on: free text naming the data the head was trained on.
         elements: atomic numbers present in the training data; a structure
             with any other element is outside the head's domain.
@@ -88,29 +89,29 @@ class PropertyHead(nn.Module):
         members: int = 5,
         hidden: int = 64,
         dropout: float = 0.0,
-        task: str = "regression",
+        problem: str = "regression",
         trained_on: str = "",
         elements: list[int] | None = None,
         material: str | None = None,
         lower_bound: float | None = None,
     ):
         super().__init__()
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+        if problem not in PROBLEMS:
+            raise ValueError(f"unknown problem {problem!r}; choose from {PROBLEMS}")
         if members < 1:
             raise ValueError("a head needs at least one ensemble member")
         if material not in (None, "molecule", "crystal"):
             raise ValueError(f"material must be 'molecule' or 'crystal', got {material!r}")
         self.config = {
             "name": name, "unit": unit, "dim": dim, "extensive": extensive, "readout": readout,
-            "members": members, "hidden": hidden, "dropout": dropout, "task": task, "trained_on": trained_on,
+            "members": members, "hidden": hidden, "dropout": dropout, "problem": problem, "trained_on": trained_on,
             "elements": None if elements is None else sorted(int(z) for z in elements), "material": material,
             "lower_bound": None if lower_bound is None else float(lower_bound),
         }
         self.name = name
         self.unit = unit
         self.extensive = extensive
-        self.task = task
+        self.problem = problem
         self.trained_on = trained_on
         self.readout_kind = readout or ("sum" if extensive else "attention")
         self.transform = transform or TargetTransform()
@@ -157,7 +158,7 @@ class PropertyHead(nn.Module):
         ``segments`` (an :class:`~mpa_ase.graph.AtomsGraph` gives its own)."""
         seg = as_segments(segments)
         z = self.member_outputs(features, seg)
-        if self.task == "classification":
+        if self.problem == "classification":
             p = torch.sigmoid(z)
             mean, std = p.mean(0), p.std(0, unbiased=False)
         else:
@@ -167,7 +168,7 @@ class PropertyHead(nn.Module):
         bound = self.config.get("lower_bound")
         out = {self.name: mean if bound is None else mean.clamp(min=bound), f"{self.name}_std": std}
         q = float(self.interval_q)
-        if self.task == "regression" and math.isfinite(q):
+        if self.problem == "regression" and math.isfinite(q):
             lo, hi = mean - q * std, mean + q * std
             out[f"{self.name}_lo"] = lo if bound is None else lo.clamp(min=bound)
             out[f"{self.name}_hi"] = hi if bound is None else hi.clamp(min=bound)
@@ -180,7 +181,7 @@ class PropertyHead(nn.Module):
         return {
             "unit": self.unit,
             "extensive": self.extensive,
-            "task": self.task,
+            "problem": self.problem,
             "readout": self.readout_kind,
             "members": len(self.members),
             "transform": self.transform.kind,

@@ -147,7 +147,7 @@ def rank_source_heads(trunk: Trunk, heads: dict[str, PropertyHead], target: Prop
     trunk.train(was_training)
     ranked = []
     for name, head in heads.items():
-        if head.readout_kind != target.readout_kind or head.task != "regression":
+        if head.readout_kind != target.readout_kind or head.problem != "regression":
             continue
         head.eval()
         z = conformer_mean(head.member_outputs(x, segments), owner, len(samples)).mean(0).double().numpy()

@@ -185,7 +185,7 @@ def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, l
     mean ± q·std covers ``level`` of new data (finite-sample quantile of
     |y - mean| / std). Needs at least 10 samples; returns q, or None."""
     h = headset.heads[head]
-    if h.task != "regression" or len(samples) < 10:
+    if h.problem != "regression" or len(samples) < 10:
         return None
     mean, std = predict(headset, head, batcher, samples)
     q = conformal_quantile(np.abs(np.array([s.value for s in samples]) - mean) / np.clip(std, 1e-12, None), level)
