@@ -287,6 +287,7 @@ class _CostModel:
 
         n = sum(len(a) for a in atoms_list)
         self.calls.append(n)
+        self.properties = tuple(properties)
         time.sleep(self.seconds(n))
         return [{} for _ in atoms_list]
 
@@ -298,6 +299,9 @@ def test_cpu_batch_size_probe_follows_the_time_per_atom():
     # a fixed cost per call dominates: the largest call wins
     fixed = _CostModel(lambda n: 0.02)
     assert default_max_atoms(fixed, cells) == CPU_CANDIDATES[-1]
+    assert "stress" in fixed.properties  # probed as a cell relaxation calls the model ...
+    default_max_atoms(fixed, cells, stress=False)
+    assert fixed.properties == ("energy", "forces")  # ... and as a fixed-cell one does
     # ... up to an eighth of all the atoms: a small job is not probed with calls bigger than it needs
     few = _CostModel(lambda n: 0.02)
     assert default_max_atoms(few, cells[:100]) == 16 and max(few.calls) <= 25

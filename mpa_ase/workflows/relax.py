@@ -103,12 +103,13 @@ def _converged(opt) -> bool:
 CPU_CANDIDATES = (16, 32, 64, 128, 256, 512)
 
 
-def default_max_atoms(calc, structures) -> int:
+def default_max_atoms(calc, structures, stress: bool = True) -> int:
     """Atoms per model call. On CUDA from a memory probe of one small batch (half
     the free memory over the measured peak per atom). On the CPU from a speed
     probe: two calls at each of :data:`CPU_CANDIDATES` atoms up to an eighth of
     all the atoms to relax (stopping once the time per atom rises 20% above the
-    best), the size with the least time per atom wins. Per-atom cost on the CPU is not flat: small calls
+    best), the size with the least time per atom wins; the probe asks for what
+    the job will (``stress`` only for cell relaxations). Per-atom cost on the CPU is not flat: small calls
     pay the model's fixed cost, large ones spill out of the core's cache (CHGNet,
     1 thread: 7.5-atom cells cost 19 ms each alone, 13 ms in calls of ~60 atoms,
     19 ms again in calls of ~1000 atoms)."""
@@ -119,7 +120,7 @@ def default_max_atoms(calc, structures) -> int:
     device = getattr(calc, "device", torch.device("cpu"))
     if not hasattr(calc, "calculate_batch"):
         return 2048
-    props = ("energy", "forces", "stress")
+    props = ("energy", "forces", "stress") if stress else ("energy", "forces")
     if getattr(device, "type", "cpu") == "cuda":
         probe = list(structures[: min(8, len(structures))])
         torch.cuda.reset_peak_memory_stats(device)
@@ -194,7 +195,7 @@ def relax_many(structures, calc, fmax: float = 0.05, steps: int = 300, cell: boo
     if max_atoms is not None and int(max_atoms) < 1 or int(max_structures) < 1:
         raise ValueError(f"max_atoms and max_structures must be >= 1, got {max_atoms}, {max_structures}")
     structures = list(structures)
-    max_atoms = int(max_atoms or default_max_atoms(calc, structures))
+    max_atoms = int(max_atoms or default_max_atoms(calc, structures, stress=cell))
     pending = deque(range(len(structures)))
     active: list[dict] = []
     results: list[RelaxResult | None] = [None] * len(structures)
