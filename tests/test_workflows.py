@@ -387,3 +387,35 @@ def test_run_md_many_langevin_thermalises(chgnet_calc):
     for r in res:
         assert r.temperature[0] == 0.0
         assert 350 < r.temperature[25:].mean() < 650  # 32 atoms: ±~25% fluctuations around 500 K
+
+
+def test_remembering_cell_filter_follows_the_plain_filter_exactly(monkeypatch):
+    """relax()'s cell filter returns a repeated answer instead of recomputing
+    it: the same trajectory, bit for bit, as ASE's FrechetCellFilter, with
+    fewer matrix logarithms."""
+    from ase.calculators.emt import EMT
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import FIRE
+
+    from mpa_ase.workflows import relax
+
+    start = bulk("Cu", "fcc", 3.75) * (2, 2, 1)
+    start.rattle(0.05, seed=4)
+    calls = []
+    plain_forces = FrechetCellFilter.get_forces
+
+    def counted(self, **kwargs):
+        calls.append(type(self).__name__)
+        return plain_forces(self, **kwargs)
+
+    monkeypatch.setattr(FrechetCellFilter, "get_forces", counted)
+    ours = relax(start, EMT(), fmax=0.01, steps=200)
+    n_ours = len(calls)
+    plain = start.copy()
+    plain.calc = EMT()
+    opt = FIRE(FrechetCellFilter(plain), logfile=None)
+    opt.run(fmax=0.01, steps=200)
+    assert ours.converged and ours.steps == opt.nsteps
+    assert np.array_equal(ours.atoms.positions, plain.positions)
+    assert np.array_equal(ours.atoms.cell.array, plain.cell.array)
+    assert n_ours < 0.6 * (len(calls) - n_ours)  # the plain filter computed its forces about twice per step
