@@ -434,7 +434,10 @@ PROTOCOL = (
     "mid-training with head_init correlated/top 3; readout variants other than hybrid start fresh heads. "
     "Session 8: the baselines with equal tuning (direct_cv: the same 3-fold inner CV over 4 candidates of its "
     "own; ridge on frozen features) were defined and the recipe kept (mpa_cv) before the fresh OOD seed 9 was "
-    "run; seed 9 was run once (mid-training from the same settings as seeds 5-8)."
+    "run; seed 9 was run once (mid-training from the same settings as seeds 5-8). Seeds 10 and 11 followed with "
+    "the same command. Session 9: OOD seeds 12 and 13 and random-split seeds 9 and 11 were run with the same "
+    "command and recipe, nothing changed in between (the code of the training stages was restructured meanwhile; "
+    "a pretrain/midtrain/posttrain check gave bit-identical predictions before and after)."
 )
 
 
