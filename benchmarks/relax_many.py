@@ -7,9 +7,12 @@ same structures, same calculator, one process run.
 Structures: matcalc's WBM set (real PBE-relaxed cells, 2-16 atoms), cell
 relaxation (FrechetCellFilter) with FIRE to fmax 0.05 eV/Å, at most 300 steps.
 The batched side's time includes relax_many's probe of the atoms per call
-(printed as max_atoms and probe_s). Reports structures/s of each side, the ratio, the largest difference of the
-final energies per atom, and the peak resident memory of the process after
-each side (ru_maxrss; the batched side runs first so its peak is its own).
+(printed as max_atoms and probe_s). The two sides take turns over
+``--rounds`` consecutive slices of the structures (batched, then the loop,
+slice after slice), so that a change of machine load during the run falls
+on both. Reports structures/s of each side, the ratio, the largest
+difference of the final energies per atom, and the peak resident memory of
+the process after the first batched slice (ru_maxrss) and at the end.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def main() -> None:
     ap.add_argument("--max-atoms", type=int, default=None, help="atoms per model call (default: relax_many's)")
     ap.add_argument("--fmax", type=float, default=0.05)
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--loop-n", type=int, default=None, help="time the loop on the first N only (extrapolated rate)")
+    ap.add_argument("--rounds", type=int, default=5, help="slices the two sides take turns over")
     ap.add_argument("--dtype", default=None, help="the calculator's dtype (default: the backbone's, float32)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -49,18 +52,22 @@ def main() -> None:
     t0 = time.perf_counter()
     max_atoms = args.max_atoms or default_max_atoms(calc, structures)  # what relax_many would probe
     t_probe = time.perf_counter() - t0
-    batched = relax_many(structures, calc, fmax=args.fmax, steps=args.steps, max_atoms=max_atoms, progress=True)
-    t_batched = time.perf_counter() - t0
-    rss_batched = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    loop_n = args.loop_n or len(structures)
-    t0 = time.perf_counter()
-    single = [relax(a, calc, fmax=args.fmax, steps=args.steps) for a in structures[:loop_n]]
-    t_single = time.perf_counter() - t0
+    t_batched, t_single, batched, single, rss_batched = t_probe, 0.0, [], [], None
+    for piece in np.array_split(np.arange(len(structures)), max(1, args.rounds)):
+        part = [structures[k] for k in piece]
+        t0 = time.perf_counter()
+        batched += relax_many(part, calc, fmax=args.fmax, steps=args.steps, max_atoms=max_atoms, progress=True)
+        t_batched += time.perf_counter() - t0
+        rss_batched = rss_batched or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        t0 = time.perf_counter()
+        single += [relax(a, calc, fmax=args.fmax, steps=args.steps) for a in part]
+        t_single += time.perf_counter() - t0
     rss_all = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loop_n = len(structures)
     de = np.array([abs(a.energy - b.energy) / len(a.atoms) for a, b in zip(single, batched)])
     same_steps = sum(a.steps == b.steps for a, b in zip(single, batched))
     row = {
-        "n_structures": len(structures), "loop_n": loop_n,
+        "n_structures": len(structures), "rounds": args.rounds,
         "atoms_min_max": f"{min(len(a) for a in structures)}-{max(len(a) for a in structures)}",
         "max_atoms": max_atoms, "probe_s": t_probe,
         "batched_structures_per_s": len(structures) / t_batched,
