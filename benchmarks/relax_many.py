@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--fmax", type=float, default=0.05)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=5, help="slices the two sides take turns over")
+    ap.add_argument("--name", default="relax_many", help="results file name")
     ap.add_argument("--dtype", default=None, help="the calculator's dtype (default: the backbone's, float32)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -86,7 +87,7 @@ def main() -> None:
     apart = [{"index": k, "n_atoms": len(a.atoms), "dE_meV_per_atom": 1000 * float(d), "steps_loop": a.steps,
               "steps_batched": b.steps, "converged_loop": a.converged, "converged_batched": b.converged}
              for k, (a, b, d) in enumerate(zip(single, batched, de)) if d > 1e-3]
-    print(f"written {write_results('relax_many', [row], table, extra={'apart': apart})}")
+    print(f"written {write_results(args.name, [row], table, extra={'apart': apart})}")
 
 
 if __name__ == "__main__":
