@@ -195,12 +195,12 @@ def test_numba_overflowed_chunks_are_rescanned_in_place(monkeypatch):
     numba_cpu = _many_chunks(monkeypatch)
     real_expected, placed = numba_cpu._expected_pairs, []
 
-    def skewed(frac, info, cutoff):  # underestimate the low half of the box, overestimate the rest
-        e = real_expected(frac, info, cutoff)
+    def skewed(frac, *args):  # underestimate the low half of the box, overestimate the rest
+        e = real_expected(frac, *args)
         return np.where(frac[:, 0] < 0.5, 0.5 * e, 1.8 * e)
 
     def spy(*args):
-        placed.append(args[3].copy())  # the chunks rescanned
+        placed.append(args[3].copy())  # the chunks to scan again
         return real_place(*args)
 
     real_place = numba_cpu._place

@@ -10,8 +10,9 @@ bin pair, not once per atom (with bins half the cutoff thick and an atom or
 two in each, that per-visit work had been most of the time), and every pair
 found is written in both directions: half the distance work of a full scan.
 One pass, parallel over chunks of whole bins, each chunk writing into its own
-slice sized from the local density; a chunk that overflows its slice makes the
-scan rerun with exact sizes. Deterministic.
+slice sized from the local density; a chunk that overflows its slice is
+scanned again straight into its final place (the whole scan reruns at exact
+sizes only when all slices together are too small). Deterministic.
 """
 
 from __future__ import annotations
@@ -149,24 +150,6 @@ def _pool_started() -> bool:
 
 
 @numba.njit(cache=True)
-def _compact(starts, written, out_i, out_j, out_s):
-    """Move each chunk's pairs left so that all pairs are contiguous (in place:
-    chunks are visited in order and never move right)."""
-    d = 0
-    for c in range(len(starts)):
-        s0 = starts[c]
-        if s0 != d:
-            for k in range(written[c]):
-                out_i[d + k] = out_i[s0 + k]
-                out_j[d + k] = out_j[s0 + k]
-                out_s[d + k, 0] = out_s[s0 + k, 0]
-                out_s[d + k, 1] = out_s[s0 + k, 1]
-                out_s[d + k, 2] = out_s[s0 + k, 2]
-        d += written[c]
-    return d
-
-
-@numba.njit(cache=True)
 def _place(starts, dest, written, skip, out_i, out_j, out_s):
     """Move each chunk's pairs from ``starts`` to ``dest`` in place, leaving the
     ``skip`` chunks alone. Destinations are disjoint and in chunk order, so a
@@ -198,14 +181,13 @@ def _flat_bins(frac: np.ndarray, grid) -> np.ndarray:
     return (bin_of[:, 0] * nb[1] + bin_of[:, 1]) * nb[2] + bin_of[:, 2]
 
 
-def _expected_pairs(frac: np.ndarray, info: CellInfo, cutoff: float) -> np.ndarray:
+def _expected_pairs(frac: np.ndarray, fmin: np.ndarray, fmax: np.ndarray, info: CellInfo,
+                    cutoff: float) -> np.ndarray:
     """Each atom's expected neighbour count from the atoms in the 3x3x3 bins
     (half a cutoff thick) around it over their volume. The own bin alone
     overestimates twofold on lattices, where occupancies alternate; bins a
     cutoff thick underestimate up to 5x at a cluster's surface."""
-    n = len(frac)
-    fmin, fmax = frac.min(axis=0), frac.max(axis=0)
-    grid = bin_grid(fmin, fmax, info, cutoff, n, BINS_PER_CUTOFF)
+    grid = bin_grid(fmin, fmax, info, cutoff, len(frac), BINS_PER_CUTOFF)
     flat = _flat_bins(frac, grid)
     occupancy = np.bincount(flat, minlength=int(np.prod(grid.nb)))
     spacing = 1.0 / np.linalg.norm(info.inverse, axis=0)
@@ -229,7 +211,8 @@ def neighbor_list_numba(
     frac = pos @ info.inverse
     offsets = np.where(info.pbc, np.floor(frac), 0.0)
     frac -= offsets
-    grid = bin_grid(frac.min(axis=0), frac.max(axis=0), info, cutoff, n, _SCAN_BINS_PER_CUTOFF)
+    fmin, fmax = frac.min(axis=0), frac.max(axis=0)
+    grid = bin_grid(fmin, fmax, info, cutoff, n, _SCAN_BINS_PER_CUTOFF)
     nb = grid.nb
     flat = _flat_bins(frac, grid)
     order = np.argsort(flat, kind="stable")
@@ -242,7 +225,7 @@ def neighbor_list_numba(
     # each atom's unwrapping offset in the caller's cell, in bin order (no cache misses)
     off = np.ascontiguousarray((offsets.astype(np.int64) @ op)[order])
 
-    expected = _expected_pairs(frac, info, cutoff)[order]
+    expected = _expected_pairs(frac, fmin, fmax, info, cutoff)[order]
     # a parallel region costs a wake-up of the pool and, on a loaded machine,
     # waits for its slowest thread: not worth it for a list of a millisecond or less
     threads = thread_budget() if expected.sum() >= _PARALLEL_MIN_PAIRS else 1
@@ -266,29 +249,25 @@ def neighbor_list_numba(
     _scan(threads, bounds, starts, caps, ps, ids, off, bin_start, nb, reach, pbc, cell, op, cutoff2,
           out_i, out_j, out_s, written)
 
-    overflow = written > caps
-    if overflow.any() and int(written.sum()) <= total_cap:
-        # A chunk denser than estimated, while the others' slack holds its
-        # excess: finished chunks move to their final places and only the
-        # overflowed ones are scanned again, straight into theirs (no second buffer).
-        dest = np.concatenate([[0], np.cumsum(written)[:-1]]).astype(np.int64)
-        _place(starts, dest, written, overflow, out_i, out_j, out_s)
-        for c in np.flatnonzero(overflow):
-            _scan_bins(bounds[c], bounds[c + 1], ps, ids, off, bin_start, nb, reach, pbc, cell, op, cutoff2,
-                       out_i, out_j, out_s, dest[c], written[c])
-        total = int(written.sum())
-        return out_i[:total], out_j[:total], out_s[:total]
-    if overflow.any():  # rare: denser than estimated overall; rescan at the exact sizes
+    if int(written.sum()) > total_cap:  # rare: denser than estimated overall; rescan at the exact sizes
         caps = np.maximum(caps, written)
         starts = np.concatenate([[0], np.cumsum(caps)[:-1]]).astype(np.int64)
         grown = int(caps.sum())
-        new_i = np.empty(grown, dtype=index)
-        new_j = np.empty(grown, dtype=index)
-        new_s = np.empty((grown, 3), dtype=np.int32)
+        out_i = np.empty(grown, dtype=index)
+        out_j = np.empty(grown, dtype=index)
+        out_s = np.empty((grown, 3), dtype=np.int32)
         _scan(threads, bounds, starts, caps, ps, ids, off, bin_start, nb, reach, pbc, cell, op, cutoff2,
-              new_i, new_j, new_s, written)
-        out_i, out_j, out_s = new_i, new_j, new_s
-    total = _compact(starts, written, out_i, out_j, out_s)
+              out_i, out_j, out_s, written)
+    # Pairs move to their final, contiguous places. A chunk denser than its
+    # slice (the others' slack holds its excess) is scanned again straight
+    # into its place: no second buffer.
+    overflow = written > caps
+    dest = np.concatenate([[0], np.cumsum(written)[:-1]]).astype(np.int64)
+    _place(starts, dest, written, overflow, out_i, out_j, out_s)
+    for c in np.flatnonzero(overflow):
+        _scan_bins(bounds[c], bounds[c + 1], ps, ids, off, bin_start, nb, reach, pbc, cell, op, cutoff2,
+                   out_i, out_j, out_s, dest[c], written[c])
+    total = int(written.sum())
     return out_i[:total], out_j[:total], out_s[:total]
 
 
