@@ -343,6 +343,8 @@ def main() -> None:
     ap.add_argument("--parts", default="si,diamond,bulk_moduli,wbm,alexandria,mp_elastic,cost",
                     help="comma-separated subset of the measurements")
     args = ap.parse_args()
+    if args.cost_reps < 1:
+        ap.error(f"--cost-reps must be >= 1, got {args.cost_reps}")
     warnings.filterwarnings("ignore")
     from mpa_ase.data.dft import load_wbm
     from mpa_ase.data.samples import shared_data_dir

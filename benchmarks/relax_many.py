@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--name", default="relax_many", help="results file name")
     ap.add_argument("--dtype", default=None, help="the calculator's dtype (default: the backbone's, float32)")
     args = ap.parse_args()
+    if args.rounds < 1 or args.n < args.rounds:
+        ap.error(f"--rounds must be between 1 and --n ({args.n}), got {args.rounds}")
     warnings.filterwarnings("ignore")
 
     from mpa_ase import MPACalculator
@@ -54,7 +56,7 @@ def main() -> None:
     max_atoms = args.max_atoms or default_max_atoms(calc, structures)  # what relax_many would probe
     t_probe = time.perf_counter() - t0
     t_batched, t_single, batched, single, rss_batched = t_probe, 0.0, [], [], None
-    for piece in np.array_split(np.arange(len(structures)), max(1, args.rounds)):
+    for piece in np.array_split(np.arange(len(structures)), args.rounds):
         part = [structures[k] for k in piece]
         t0 = time.perf_counter()
         batched += relax_many(part, calc, fmax=args.fmax, steps=args.steps, max_atoms=max_atoms, progress=True)

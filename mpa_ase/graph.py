@@ -157,10 +157,18 @@ class Segments:
 
     @classmethod
     def from_sizes(cls, sizes, numbers=None, periodic=None, *, device="cpu") -> Segments:
-        sizes = torch.as_tensor(sizes, dtype=torch.long, device=device)
+        sizes = torch.as_tensor(sizes, dtype=torch.long, device=device).reshape(-1)
+        if bool((sizes < 1).any()):
+            raise MPAInputError(f"every system needs at least one atom; sizes {sizes.tolist()}")
+        n = int(sizes.sum())
         index = torch.repeat_interleave(torch.arange(int(sizes.shape[0]), device=device), sizes)
         numbers = None if numbers is None else torch.as_tensor(numbers, dtype=torch.long, device=device)
         periodic = None if periodic is None else torch.as_tensor(periodic, dtype=torch.bool, device=device)
+        if numbers is not None and numbers.shape != (n,):
+            raise MPAInputError(f"numbers has shape {tuple(numbers.shape)}; the sizes add up to {n} atoms")
+        if periodic is not None and periodic.shape != sizes.shape:
+            raise MPAInputError(f"periodic has shape {tuple(periodic.shape)}, one flag per system "
+                                f"({sizes.shape[0]}) expected")
         return cls(index, sizes, numbers, periodic)
 
     @property

@@ -259,6 +259,13 @@ def test_head_domain_bounds_and_intervals():
     torch.manual_seed(0)
     again = head(torch.randn(graph.num_atoms, 8), alone)
     assert again.keys() == out.keys() and all(torch.equal(again[k], out[k]) for k in out)
+    from mpa_ase.errors import MPAInputError
+
+    for bad, match in ((dict(sizes=[3, 0]), "at least one atom"),
+                       (dict(sizes=[3, 5], numbers=[1, 6, 8]), "add up to 8 atoms"),
+                       (dict(sizes=[3, 5], periodic=[True]), "one flag per system")):
+        with pytest.raises(MPAInputError, match=match):
+            Segments.from_sizes(**bad)
     assert (out["tb"] == 0).all()  # ~ -500 K before the bound: never a negative absolute temperature
     assert "tb_lo" not in out
     head.set_interval(1.5, 0.9)

@@ -151,12 +151,12 @@ class HeadPhaseConfig:
     optim: object  # trainer.OptimConfig
     seed: int
     data: tuple
+    init: str | None  # the model file a midtrain/posttrain run starts from
+    head_init: str  # how a new head starts (training.head_start; its default when not given)
+    head_init_top: int
+    head_name: str | None
+    cache_dir: str | None
     raw: dict = field(repr=False, compare=False)
-    init: str | None = None  # the model file a midtrain/posttrain run starts from
-    head_init: str = "correlated"  # how a new head starts (see training.head_start)
-    head_init_top: int = 3
-    head_name: str | None = None
-    cache_dir: str | None = None
 
     @classmethod
     def from_dict(cls, cfg: dict) -> HeadPhaseConfig:
