@@ -211,3 +211,48 @@ def test_isolated_atom_and_dimer(chgnet_calc):
     dimer.calc = chgnet_calc
     f = dimer.get_forces()
     assert np.allclose(f[0], -f[1], atol=1e-5)  # Newton's third law
+
+
+def test_check_state_agrees_with_ases_own_comparison(chgnet_calc, monkeypatch):
+    """The exact-match shortcut of check_state answers what ASE's
+    compare_atoms answers, for no change, changes below and above ASE's
+    tolerance, and every kind of change ASE watches; ignored changes stay ignored."""
+    from ase.calculators.calculator import compare_atoms
+
+    atoms = bulk("NaCl", "rocksalt", 5.64)
+    atoms.positions[0] = 0.0
+    atoms.calc = chgnet_calc
+    atoms.get_potential_energy()
+    seen = chgnet_calc.atoms
+
+    def moved(a):
+        a.positions[1, 0] += 1e-9
+
+    def moved_below_tolerance(a):
+        a.positions[0, 2] += 1e-16  # ASE: not a change (absolute tolerance 1e-15)
+
+    def magnetised(a):
+        a.set_initial_magnetic_moments([1.0, 0.0])
+
+    def renumbered(a):
+        a.numbers[1] = 9
+
+    def strained(a):
+        a.cell[0, 1] += 1e-6
+
+    def unperiodic(a):
+        a.pbc = [True, True, False]
+
+    cases = [lambda a: None, moved, moved_below_tolerance, magnetised, renumbered, strained, unperiodic]
+    answers = []
+    for change in cases:
+        probe = atoms.copy()
+        change(probe)
+        ours, ase_own = chgnet_calc.check_state(probe), compare_atoms(seen, probe, tol=1e-15)
+        assert sorted(ours) == sorted(ase_own), change
+        answers.append(ours)
+    assert answers[0] == [] and answers[2] == [] and answers[1] == ["positions"]
+    monkeypatch.setattr(chgnet_calc, "ignored_changes", {"initial_magmoms"})
+    probe = atoms.copy()
+    magnetised(probe)
+    assert chgnet_calc.check_state(probe) == []

@@ -18,6 +18,7 @@ from torch import Tensor
 from mpa_ase.backbones import Backbone
 from mpa_ase.errors import CheckpointError
 from mpa_ase.graph import AtomsGraph, edge_pairs_by_centre, undirected_edges
+from mpa_ase_chgnet import factored
 
 __all__ = ["CHGNetBackbone", "load_backbone"]
 
@@ -43,6 +44,7 @@ class CHGNetBackbone(Backbone):
         n_elem = model.atom_embedding.embedding.num_embeddings
         self.supported_numbers = frozenset(range(1, n_elem + 1))
         self.embedding_dim = int(model.atom_fea_dim)
+        self.factored = factored.Factored(model)
 
     def describe(self) -> dict:
         return {**super().describe(), "model": self.label, "version": self.model.version}
@@ -89,30 +91,40 @@ class CHGNetBackbone(Backbone):
         atom_graph = graph.edge_index.T
 
         magmoms = None
-        layers = list(zip(m.atom_conv_layers[:-1], m.bond_conv_layers, m.angle_layers))
-        for idx, (atom_layer, bond_layer, angle_layer) in enumerate(layers):
-            atom_feas = atom_layer(
-                atom_feas=atom_feas, bond_feas=bond_feas, bond_weights=weights_ag,
-                atom_graph=atom_graph, directed2undirected=edge_to_und,
-            )
+        # the split layers (mpa_ase_chgnet.factored) when they apply, else CHGNet's own
+        split = self.factored if self.factored.usable() else None
+        if split is not None and has_angles:
+            angle_index = factored.AngleIndex(bond_graph, und_length.shape[0])
+
+        def atom_update(idx, feas):
+            if split is not None:
+                return factored.atom_conv(m.atom_conv_layers[idx], split.atom[idx], feas, bond_feas, weights_ag,
+                                          atom_graph, edge_to_und)
+            return m.atom_conv_layers[idx](atom_feas=feas, bond_feas=bond_feas, bond_weights=weights_ag,
+                                           atom_graph=atom_graph, directed2undirected=edge_to_und)
+
+        layers = list(zip(m.bond_conv_layers, m.angle_layers))
+        for idx, (bond_layer, angle_layer) in enumerate(layers):
+            atom_feas = atom_update(idx, atom_feas)
             if has_angles and bond_layer is not None:
-                bond_feas = bond_layer(
-                    atom_feas=atom_feas, bond_feas=bond_feas, bond_weights=weights_bg,
-                    angle_feas=angle_feas, bond_graph=bond_graph,
-                )
+                if split is not None:
+                    bond_feas = factored.bond_conv(bond_layer, split.bond[idx], atom_feas, bond_feas, weights_bg,
+                                                   angle_feas, bond_graph, angle_index)
+                else:
+                    bond_feas = bond_layer(atom_feas=atom_feas, bond_feas=bond_feas, bond_weights=weights_bg,
+                                           angle_feas=angle_feas, bond_graph=bond_graph)
                 # the last angle update feeds nothing (only bond features reach the final atom
                 # layer): CHGNet computes it, we skip it, with identical outputs
                 if angle_layer is not None and idx < len(layers) - 1:
-                    angle_feas = angle_layer(
-                        atom_feas=atom_feas, bond_feas=bond_feas,
-                        angle_feas=angle_feas, bond_graph=bond_graph,
-                    )
+                    if split is not None:
+                        angle_feas = factored.angle_update(angle_layer, split.angle[idx], atom_feas, bond_feas,
+                                                           angle_feas, angle_index)
+                    else:
+                        angle_feas = angle_layer(atom_feas=atom_feas, bond_feas=bond_feas,
+                                                 angle_feas=angle_feas, bond_graph=bond_graph)
             if idx == m.n_conv - 2:
                 magmoms = torch.abs(m.site_wise(atom_feas)).view(-1)
-        atom_feas = m.atom_conv_layers[-1](
-            atom_feas=atom_feas, bond_feas=bond_feas, bond_weights=weights_ag,
-            atom_graph=atom_graph, directed2undirected=edge_to_und,
-        )
+        atom_feas = atom_update(len(m.atom_conv_layers) - 1, atom_feas)
         if m.readout_norm is not None:
             atom_feas = m.readout_norm(atom_feas)
         energies = m.mlp(atom_feas).view(-1)
