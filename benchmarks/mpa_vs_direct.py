@@ -437,7 +437,8 @@ PROTOCOL = (
     "run; seed 9 was run once (mid-training from the same settings as seeds 5-8). Seeds 10 and 11 followed with "
     "the same command. Session 9: OOD seeds 12 and 13 and random-split seeds 9 and 11 were run with the same "
     "command and recipe, nothing changed in between (the code of the training stages was restructured meanwhile; "
-    "a pretrain/midtrain/posttrain check gave bit-identical predictions before and after)."
+    "a pretrain/midtrain/posttrain check gave bit-identical predictions before and after). Session 10: random-split "
+    "seed 10 was run with the same command and recipe, the training code unchanged since."
 )
 
 
