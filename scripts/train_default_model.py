@@ -67,6 +67,8 @@ def main(argv=None) -> int:
                     help="end an interrupted mid-training now with its best weights (recorded in the model file)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    import torch
+
     from mpa_ase.checkpoint import DEFAULT_MODEL, atomic_save, model_file, read_parts
     from mpa_ase.training import run_phase
 
@@ -93,6 +95,7 @@ def main(argv=None) -> int:
     from mpa_ase.validation import stored
 
     cache = EmbeddingCache(load_backbone("chgnet", model="0.3.0"), common["cache_dir"], progress=False)
+    _, shared_trunk, _, _ = read_parts(work / "midtrain/model.pt")
     for name, data, task in TARGETS:
         out = run_phase("posttrain", {**common, "output": str(work / f"post_{name}"),
                                       "init": str(work / "midtrain/model.pt"), "head_name": name,
@@ -101,6 +104,10 @@ def main(argv=None) -> int:
                                       "optim": {"epochs": 60, "patience": 10, "batch_size": 128, "trunk_lr": 0.0}},
                         progress=progress)
         spec, trunk, post_heads, _ = read_parts(out["model"])
+        # every head ships on the one mid-trained trunk: it must have been trained and evaluated on it
+        if any(not torch.equal(a, b) for a, b in zip(trunk.state_dict().values(), shared_trunk.state_dict().values())):
+            raise RuntimeError(f"post-training of {name} changed the shared trunk; its metrics would not describe "
+                               "the shipped head")
         heads[name] = post_heads[name]
         m = out["metrics"][task]
         record = stored.read(work / "midtrain")["targets"][task]
@@ -115,7 +122,7 @@ def main(argv=None) -> int:
                        "ridge_test_mae": ridge["test_mae"], "head_start": m.get("head_start_cv", {}).get("candidate")})
         print(f"{name}: test MAE {m['test']['mae']:.4g} {m['unit']} (ridge {ridge['test_mae']:.4g}), "
               f"R2 {m['test']['r2']:.3f}, 90% interval coverage {interval.get('coverage_test')}")
-    atomic_save(model_file(spec, trunk, heads, phase="default", seed=args.seed, report=report,
+    atomic_save(model_file(spec, shared_trunk, heads, phase="default", seed=args.seed, report=report,
                            recipe="scripts/train_default_model.py"), DEFAULT_MODEL)
     lines = ["# Default model: held-out metrics of the shipped heads", "",
              f"Command: `python scripts/train_default_model.py --seed {args.seed}`", "",

@@ -290,6 +290,10 @@ def test_candidate_learning_rates_scale_the_configured_optimiser():
     assert (o.lr, o.trunk_lr) == pytest.approx((5e-4, 5e-5))
     o = post_optim(cfg, {"head_init": "fresh", "lr_factor": 2.0, "trunk_lr_factor": 0.1})
     assert (o.lr, o.trunk_lr) == pytest.approx((2e-3, 2e-4))
+    # a trunk frozen on purpose stays frozen whatever the candidate
+    o = post_optim({"optim": {"lr": 1e-3, "trunk_lr": 0.0}}, {"head_init": "fresh", "lr_factor": 2.0,
+                                                             "trunk_lr_factor": 0.1})
+    assert (o.lr, o.trunk_lr) == pytest.approx((2e-3, 0.0))
 
 
 def test_head_problem_is_not_a_task_and_old_files_still_load():

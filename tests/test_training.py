@@ -142,6 +142,27 @@ def test_head_start_chosen_by_inner_cv_on_the_training_split(runs, tmp_path, mon
         run_phase("posttrain", {**cfg, "head_init_cv": {"folds": 1}})
 
 
+def test_frozen_trunk_stays_frozen_under_head_start_cv(runs, tmp_path):
+    """trunk_lr 0 (one trunk shared by heads post-trained apart, as for the
+    shipped model): a candidate with its own trunk rate must not unfreeze it,
+    so the head is evaluated on the trunk it ships on; such candidates repeat
+    the others and are not fitted twice."""
+    import torch
+
+    from mpa_ase.checkpoint import read_parts
+
+    cands = [{"head_init": "correlated", "head_init_top": 3},
+             {"head_init": "correlated", "head_init_top": 3, "trunk_lr_factor": 0.1}, {"head_init": "fresh"}]
+    cfg = {**runs["base"], "output": str(tmp_path / "frozen"), "init": runs["mid"]["model"], "target": TARGET,
+           "head_init": "cv", "head_init_cv": {"folds": 2, "candidates": cands},
+           "optim": {**runs["base"]["optim"], "trunk_lr": 0.0}}
+    post = run_phase("posttrain", cfg, progress=False)
+    report = post["metrics"][TARGET["task"]]["head_start_cv"]
+    assert list(report["cv_mae"]) == ["correlated top 3", "fresh"]
+    before, after = read_parts(runs["mid"]["model"])[1], read_parts(post["model"])[1]
+    assert all(torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+
+
 def test_direct_baseline_gets_its_own_inner_cv(runs, tmp_path):
     """Direct fine-tuning (from the phase-1 checkpoint: no heads to start from)
     tunes its learning rates with the same folds as MPA's head start."""
@@ -374,6 +395,7 @@ def test_config_values_are_typed_and_checked_when_read():
             ("split", {"kind": "redundancy", "threshold": 2}, "split.threshold must be a similarity"),
             ("optim", {"lr": "1e-3"}, "optim.lr must be a positive number, got '1e-3' \\(YAML reads 1e-3 as text"),
             ("optim", {"epochs": 0}, "optim.epochs must be an integer >= 1"),
+            ("optim", {"trunk_lr": -1e-4}, "optim.trunk_lr must be a number >= 0 or null"),
             ("optim", {"batch_size": 8.5}, "optim.batch_size must be an integer"),
             ("backbone", {"name": ""}, "backbone.name must be a backbone name")):
         with pytest.raises(ValueError, match=match):

@@ -157,7 +157,8 @@ def post_optim(cfg: dict, candidate: dict | None = None) -> OptimConfig:
         factor = float(candidate["lr_factor"])
         optim.lr *= factor
         optim.trunk_lr = None if optim.trunk_lr is None else optim.trunk_lr * factor
-    if candidate.get("trunk_lr_factor") is not None:
+    # a trunk frozen on purpose (trunk_lr 0: one trunk shared by heads trained apart) stays frozen
+    if candidate.get("trunk_lr_factor") is not None and optim.trunk_lr != 0:
         optim.trunk_lr = optim.lr * float(candidate["trunk_lr_factor"])
     return optim
 
@@ -212,6 +213,14 @@ class HeadStart:
         nothing it depends on changed (a resumed run chooses the same)."""
         raw = self.cfg.raw
         opts = cv_options(raw)
+        if post_optim(raw).trunk_lr == 0:
+            # with the trunk frozen, candidates that differ only in its rate are the same fit
+            unique = []
+            for c in opts["candidates"]:
+                c = {k: v for k, v in c.items() if k != "trunk_lr_factor"}
+                if c not in unique:
+                    unique.append(c)
+            opts["candidates"] = unique
         trunk_hash = hashlib.sha1(b"".join(t.detach().double().numpy().tobytes()
                                            for t in self.trunk.state_dict().values())).hexdigest()
         key = hashlib.sha1(json.dumps({

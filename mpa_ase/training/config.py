@@ -215,7 +215,8 @@ def _check_optim(optim: dict) -> None:
         if key in ints:
             _int_at_least(f"optim.{key}", value, ints[key])
         elif key == "trunk_lr":
-            _need(value is None or _is_number(value) and value > 0, "optim.trunk_lr", "a positive number or null",
+            # 0 freezes the trunk (heads post-trained apart on one shared trunk)
+            _need(value is None or _is_number(value) and value >= 0, "optim.trunk_lr", "a number >= 0 or null",
                   value)
         elif key in ("lr", "huber_delta", "sampling_temperature"):
             _need(_is_number(value) and value > 0, f"optim.{key}", "a positive number", value)
