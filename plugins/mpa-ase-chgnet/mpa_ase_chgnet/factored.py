@@ -5,10 +5,9 @@ neighbour, angle) per edge or angle and feeds them to a gated MLP whose first
 layer is linear. A linear map of a concatenation is the sum of the maps of its
 parts, so each part is multiplied once per atom or bond it belongs to and only
 the products are gathered per edge. Same weights, same function (up to float
-rounding); an edge-level matrix product of width 2·atom + bond (or 3·bond +
-angle + atom) becomes a gather and a sum. On Si, one thread, an atom
-convolution (forward + backward) takes 0.82x the time at 8 atoms and 0.58x at
-512.
+rounding); a per-edge matrix product over 2·atom + bond input columns (per
+angle: 2·bond + angle + atom) becomes per-atom and per-bond products, a
+gather and a sum. What it saves: benchmarks/results/calculator_overhead_chgnet*.md.
 
 Layers whose shape this does not know (a normalisation before the first
 linear layer, dropout while training) run CHGNet's own forward instead.
