@@ -97,6 +97,15 @@ def _sum_into(rows: int, index: Tensor, values: Tensor) -> Tensor:
     return values.new_zeros((rows, values.shape[1])).index_add_(0, index, values)
 
 
+def _conv_output(layer: nn.Module, summed: Tensor, previous: Tensor, norm: nn.Module | None) -> Tensor:
+    """What AtomConv and BondConv do after summing their messages."""
+    if layer.use_mlp_out:
+        summed = layer.mlp_out(summed)
+    if layer.resnet:
+        summed = summed + previous
+    return summed if norm is None else norm(summed)
+
+
 def atom_conv(layer: nn.Module, g: _Gated, atom_feas: Tensor, bond_feas: Tensor, bond_weights: Tensor, atom_graph: Tensor,
               directed2undirected: Tensor) -> Tensor:
     """``chgnet.model.layers.AtomConv.forward``; the message input is [centre, bond, neighbour]."""
@@ -108,17 +117,13 @@ def atom_conv(layer: nn.Module, g: _Gated, atom_feas: Tensor, bond_feas: Tensor,
     pre = (centre.index_select(0, atom_graph[:, 0]) + neighbour.index_select(0, atom_graph[:, 1])
            + bond.index_select(0, directed2undirected))
     messages = g.finish(pre) * bond_weights.index_select(0, directed2undirected)
-    new = _sum_into(atom_feas.shape[0], atom_graph[:, 0], messages)
-    if layer.use_mlp_out:
-        new = layer.mlp_out(new)
-    if layer.resnet:
-        new = new + atom_feas
-    return new if layer.atom_norm is None else layer.atom_norm(new)
+    return _conv_output(layer, _sum_into(atom_feas.shape[0], atom_graph[:, 0], messages), atom_feas,
+                        layer.atom_norm)
 
 
 class AngleIndex:
-    """The bonds that take part in angles, numbered compactly, so per-bond
-    products are formed for those only (a third of the bonds or fewer)."""
+    """The bonds that take part in angles (those shorter than the bond-graph
+    cutoff), numbered compactly, so per-bond products are formed for those only."""
 
     def __init__(self, bond_graph: Tensor, num_bonds: int):
         used = torch.unique(bond_graph[:, 1:3])
@@ -149,12 +154,8 @@ def bond_conv(layer: nn.Module, g: _Gated, atom_feas: Tensor, bond_feas: Tensor,
     """``chgnet.model.layers.BondConv.forward``."""
     update = g.finish(_angle_pre(g, atom_feas, bond_feas, angle_feas, index))
     update = update * bond_weights.index_select(0, bond_graph[:, 1]) * bond_weights.index_select(0, bond_graph[:, 2])
-    new = _sum_into(bond_feas.shape[0], bond_graph[:, 1], update)
-    if layer.use_mlp_out:
-        new = layer.mlp_out(new)
-    if layer.resnet:
-        new = new + bond_feas
-    return new if layer.bond_norm is None else layer.bond_norm(new)
+    return _conv_output(layer, _sum_into(bond_feas.shape[0], bond_graph[:, 1], update), bond_feas,
+                        layer.bond_norm)
 
 
 def angle_update(layer: nn.Module, g: _Gated, atom_feas: Tensor, bond_feas: Tensor, angle_feas: Tensor,
