@@ -81,7 +81,8 @@ class FastFrechetCellFilter(FrechetCellFilter):
                 self._log_key, self._log = cell.tobytes(), log.copy()
 
     def get_forces(self, **kwargs):
-        forces, stress, cell = self.atoms.get_forces(**kwargs), self.atoms.get_stress(**kwargs), self.atoms.cell.array
+        # the stress first, as ASE's filter asks: a calculator computing it on request then gives all in one call
+        stress, forces, cell = self.atoms.get_stress(**kwargs), self.atoms.get_forces(**kwargs), self.atoms.cell.array
         key = (tuple(sorted(kwargs.items())), forces.tobytes(), stress.tobytes(), cell.tobytes())
         if self._forces_key != key:
             if self._own:
