@@ -390,25 +390,33 @@ def test_run_md_many_langevin_thermalises(chgnet_calc):
 
 
 @pytest.mark.parametrize("options", [{}, {"scalar_pressure": 0.01}, {"mask": [1, 1, 1, 0, 1, 1]},
-                                     {"hydrostatic_strain": True}, {"constant_volume": True}])
+                                     {"hydrostatic_strain": True}, {"constant_volume": True}, {"symmetry": True}])
 def test_fast_cell_filter_computes_what_ases_filter_does(options):
     """FastFrechetCellFilter against ASE's FrechetCellFilter on a sheared,
     rattled Cu cell (EMT): positions and forces of the filter and the
     convergence stress, before and after the optimizer sets new positions
     and cell; options ASE's code handles (mask, hydrostatic, constant volume)
-    give ASE's numbers exactly."""
+    give ASE's numbers exactly. With FixSymmetry on a cubic cell the
+    constraint symmetrises every new cell, so the optimizer's own log
+    deformation is not the cell's and must not be reused."""
     from ase.calculators.emt import EMT
+    from ase.constraints import FixSymmetry
     from ase.filters import FrechetCellFilter
 
     from mpa_ase.workflows.relax import FastFrechetCellFilter
 
-    start = bulk("Cu", "fcc", 3.7) * (2, 1, 1)
-    start.set_cell(start.cell.array @ (np.eye(3) + [[0.03, 0.02, 0], [0, -0.02, 0.01], [0.01, 0, 0.02]]),
-                   scale_atoms=True)
-    start.rattle(0.05, seed=5)
+    options = dict(options)
+    symmetry = options.pop("symmetry", False)
+    start = bulk("Cu", "fcc", 3.7, cubic=True) if symmetry else bulk("Cu", "fcc", 3.7) * (2, 1, 1)
+    if not symmetry:
+        start.set_cell(start.cell.array @ (np.eye(3) + [[0.03, 0.02, 0], [0, -0.02, 0.01], [0.01, 0, 0.02]]),
+                       scale_atoms=True)
+        start.rattle(0.05, seed=5)
     atoms = [start.copy(), start.copy()]
     for a in atoms:
         a.calc = EMT()
+        if symmetry:
+            a.set_constraint(FixSymmetry(a))
     ase_own, fast = FrechetCellFilter(atoms[0], **options), FastFrechetCellFilter(atoms[1], **options)
     exact = bool(set(options) - {"scalar_pressure"})
     rng = np.random.default_rng(0)
@@ -425,6 +433,9 @@ def test_fast_cell_filter_computes_what_ases_filter_does(options):
         fast.set_positions(move)
         assert np.allclose(atoms[1].cell.array, atoms[0].cell.array, rtol=0, atol=1e-13)
         assert np.allclose(atoms[1].positions, atoms[0].positions, rtol=0, atol=1e-12)
+    if symmetry:  # the constraint did act: the cell stayed cubic, which the random moves alone would not
+        assert np.allclose(atoms[1].cell.array, np.diag(np.diag(atoms[1].cell.array)), atol=1e-12)
+        assert not np.allclose(atoms[1].cell.array, start.cell.array)
 
 
 def test_fast_cell_filter_follows_ases_trajectory(monkeypatch):
