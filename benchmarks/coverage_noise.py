@@ -31,8 +31,8 @@ def read_sizes(runs: Path, method: str, split: str) -> dict[str, list[tuple[int,
     sizes = defaultdict(list)
     for path in sorted(runs.glob(f"{split}_s*/post/*_{method}/metrics.json")):
         for task, m in json.loads(path.read_text()).items():
-            interval = m.get("interval") or {}
-            if isinstance(m, dict) and interval.get("coverage_test") is not None:
+            interval = (m.get("interval") or {}) if isinstance(m, dict) else {}
+            if interval.get("coverage_test") is not None:
                 sizes[task].append((int(m["n_val"]), int(m["n_test"]), float(interval["coverage_test"])))
     return dict(sizes)
 
@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--level", type=float, default=0.9)
     ap.add_argument("--draws", type=int, default=20_000)
     args = ap.parse_args()
+    if not 0.05 < args.level < 0.95 or args.draws < 1:
+        ap.error("--level must lie in (0.05, 0.95) (the band is level ± 0.05) and --draws must be >= 1")
     sizes = read_sizes(Path(args.runs), args.method, args.split)
     if not sizes:
         raise SystemExit(f"no {args.split} metrics of method {args.method} with intervals under {args.runs}")

@@ -15,7 +15,7 @@ from mpa_ase.graph import AtomsGraph, to_ase
 from mpa_ase.model import MPAModel
 from mpa_ase.neighbors.verlet import VerletNeighbors
 
-__all__ = ["DEFAULT_BACKBONE", "MPACalculator", "unchanged_exactly"]
+__all__ = ["DEFAULT_BACKBONE", "ExactStateCheck", "MPACalculator", "unchanged_exactly"]
 
 _BASE_PROPERTIES = ("energy", "free_energy", "forces", "stress", "energies")
 
@@ -50,7 +50,7 @@ def _head_suffixes(head) -> list[str]:
 
 def unchanged_exactly(a, b, watched: set) -> bool:
     """Whether the ``watched`` properties (names from ASE's ``all_changes``) of
-    two Atoms are exactly equal: a cheap first test before ASE's check_state."""
+    two Atoms are exactly equal."""
     if "cell" in watched and not np.array_equal(a.cell.array, b.cell.array):
         return False
     if "pbc" in watched and not np.array_equal(a.pbc, b.pbc):
@@ -59,11 +59,23 @@ def unchanged_exactly(a, b, watched: set) -> bool:
     return all(k in a.arrays and k in b.arrays and np.array_equal(a.arrays[k], b.arrays[k]) for k in arrays)
 
 
+class ExactStateCheck:
+    """Calculator mixin: ``check_state`` answers "no change" at once when
+    everything ASE watches is exactly equal, and asks ASE otherwise. A step
+    asks energy, forces and stress of the same atoms in turn; ASE's own check
+    is a dozen tolerance comparisons each time."""
+
+    def check_state(self, atoms, tol=1e-15):
+        if self.atoms is not None and unchanged_exactly(self.atoms, atoms, set(all_changes) - set(self.ignored_changes)):
+            return []
+        return super().check_state(atoms, tol)
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-class MPACalculator(Calculator):
+class MPACalculator(ExactStateCheck, Calculator):
     """ASE calculator running an mpa-ase model (backbone + property heads).
 
     Args:
@@ -186,14 +198,6 @@ class MPACalculator(Calculator):
             raise PropertyNotImplementedError(
                 f"unknown property {unknown[0]!r}; this model provides {self.implemented_properties}"
             )
-
-    def check_state(self, atoms, tol=1e-15):
-        # A step asks for energy, forces and stress of the same atoms in turn:
-        # when everything ASE watches is exactly equal, the answer is
-        # "no change" without ASE's tolerance comparisons (a dozen allclose calls).
-        if self.atoms is not None and unchanged_exactly(self.atoms, atoms, set(all_changes) - set(self.ignored_changes)):
-            return []
-        return super().check_state(atoms, tol)
 
     def _work_for(self, properties) -> dict:
         want = set(properties)

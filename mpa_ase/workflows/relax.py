@@ -7,20 +7,22 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.filters import FrechetCellFilter
 from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 from scipy.linalg import expm, logm
 
-from mpa_ase.calculator import unchanged_exactly
+from mpa_ase.calculator import ExactStateCheck
 
 
 class FastFrechetCellFilter(FrechetCellFilter):
     """ASE's ``FrechetCellFilter``, the same function of the same inputs, with
-    its matrix functions done cheaply; for small cells they had cost more
-    than the model (scipy, per step: ``logm`` 2.9 ms for the positions and
-    again for the forces, and nine ``expm_frechet`` calls of 0.7 ms each).
+    its matrix functions done cheaply. ASE's filter calls scipy's ``logm`` for
+    the positions and again for the forces, and ``expm_frechet`` nine times
+    per forces call: 5.1 ms of filter work per FIRE step against 0.68 ms here
+    (``benchmarks/results/relax_costs.md``), beside ~12 ms for one CHGNet call
+    on such a cell.
 
     - The log of the deformation gradient is the variable the optimizer last
       set: :meth:`set_positions` remembers it (when the cell it produced is
@@ -173,7 +175,7 @@ def _not_converged(result: RelaxResult, steps: int, fmax: float) -> str:
             f"({residual}; fmax {fmax})")
 
 
-class _Precomputed(Calculator):
+class _Precomputed(ExactStateCheck, Calculator):
     """Results computed elsewhere (one batched call) for exactly one
     configuration; asking about any other configuration is an error."""
 
@@ -182,11 +184,6 @@ class _Precomputed(Calculator):
     def load(self, atoms, results) -> None:
         self.atoms = atoms.copy()
         self.results = {k: v for k, v in results.items() if k in self.implemented_properties}
-
-    def check_state(self, atoms, tol=1e-15):
-        if self.atoms is not None and unchanged_exactly(self.atoms, atoms, set(all_changes)):
-            return []
-        return super().check_state(atoms, tol)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=()):
         raise RuntimeError("relax_many: a property was asked for a configuration the batch did not evaluate "
