@@ -222,9 +222,33 @@ def test_cv_selection_takes_the_lowest_mean_score_and_checks_its_options():
                        ({"candidates": [{"head_init": "fresh", "lr": 1}]}, "candidate"),
                        ({"candidates": [{"head_init": "fresh", "trunk_lr_factor": 0}]}, "must be positive"),
                        ({"candidates": [{"head_init": "fresh", "lr_factor": -1}]}, "lr_factor=-1 must be positive"),
-                       ({"candidates": "best"}, "presets")):
+                       ({"candidates": "best"}, "presets"), ({"choose": "median"}, "choose='median'")):
         with pytest.raises(ValueError, match=match):
             cv_options({"head_init_cv": bad})
+
+
+def test_one_se_rule_keeps_the_first_candidate_unless_another_is_clearly_better():
+    from mpa_ase.training.head_start import cv_options, select_by_cv
+
+    assert cv_options({})["choose"] == "min" and cv_options({"head_init_cv": {"choose": "one_se"}})["choose"] == "one_se"
+    cands = [{"head_init": "correlated"}, {"head_init": "related"}, {"head_init": "fresh"}]
+    folds = [(0, 0), (1, 1), (2, 2)]
+
+    def table(rows):
+        return lambda c, fit, held: rows[c["head_init"]][fit]
+
+    # "related" is lower on the mean by 1e-4 relative, a difference the three folds cannot resolve
+    tie = {"correlated": [1.0, 2.0, 3.0], "related": [0.9, 2.1, 2.9998], "fresh": [5.0, 5.0, 5.0]}
+    assert select_by_cv(cands, folds, table(tie))[0] == 1
+    assert select_by_cv(cands, folds, table(tie), rule="one_se")[0] == 0
+    # paired differences -0.5, -0.6, -0.4: mean -0.5, standard error 0.058; clearly better
+    clear = {"correlated": [1.0, 2.0, 3.0], "related": [0.5, 1.4, 2.6], "fresh": [0.9, 1.9, 2.9]}
+    assert select_by_cv(cands, folds, table(clear), rule="one_se")[0] == 1
+    # the first candidate failing (NaN) leaves the lowest finite mean
+    broken = {"correlated": [float("nan")] * 3, "related": [2.0, 2.0, 2.0], "fresh": [1.0, 1.0, 1.0]}
+    assert select_by_cv(cands, folds, table(broken), rule="one_se")[0] == 2
+    with pytest.raises(ValueError, match="unknown CV rule"):
+        select_by_cv(cands, folds, table(tie), rule="best")
 
 
 def test_conformal_quantile_covers_the_level():

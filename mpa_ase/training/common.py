@@ -244,10 +244,10 @@ class HeadStart:
             bar.update(1)
             return mae
 
-        best, means = select_by_cv(opts["candidates"], folds, score)
+        best, means = select_by_cv(opts["candidates"], folds, score, rule=opts["choose"])
         bar.close()
         report = {"key": key, "chosen": best, "candidate": describe_candidate(opts["candidates"][best]),
-                  "folds": len(folds), "held_out": [len(h) for _, h in folds],
+                  "folds": len(folds), "held_out": [len(h) for _, h in folds], "rule": opts["choose"],
                   "cv_mae": {describe_candidate(c): m for c, m in zip(opts["candidates"], means)}}
         if not folds:
             log.warning("%s: no inner fold could be drawn from %d training samples; head start %s taken unscored",

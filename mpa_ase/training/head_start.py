@@ -41,7 +41,10 @@ DIRECT_CV_CANDIDATES = (
 )
 CV_PRESETS = {"mpa": DEFAULT_CV_CANDIDATES, "direct": DIRECT_CV_CANDIDATES}
 CANDIDATE_KEYS = {"head_init", "head_init_top", "trunk_lr_factor", "lr_factor"}
-CV_KEYS = {"folds", "candidates"}
+CV_KEYS = {"folds", "candidates", "choose"}
+# min: the lowest mean fold MAE; one_se: the first candidate (the declared default) unless
+# another beats it by more than one standard error of their paired fold differences
+CV_RULES = ("min", "one_se")
 
 
 def check_head_init(head_init, top) -> None:
@@ -57,7 +60,9 @@ def cv_options(cfg: dict) -> dict:
     unknown = set(opts) - CV_KEYS
     if unknown:
         raise ValueError(f"unknown head_init_cv option(s) {sorted(unknown)}; known: {sorted(CV_KEYS)}")
-    opts = {"folds": 3, "candidates": "mpa", **opts}
+    opts = {"folds": 3, "candidates": "mpa", "choose": "min", **opts}
+    if opts["choose"] not in CV_RULES:
+        raise ValueError(f"head_init_cv.choose={opts['choose']!r}; choose from {CV_RULES}")
     if isinstance(opts["candidates"], str):
         if opts["candidates"] not in CV_PRESETS:
             raise ValueError(f"head_init_cv.candidates={opts['candidates']!r}: a list of candidates or one of "
@@ -198,14 +203,30 @@ def inner_folds(train, folds: int, seed: int) -> list[tuple[list, list]]:
             for f in range(folds)]
 
 
-def select_by_cv(candidates: list[dict], folds: list[tuple[list, list]], score) -> tuple[int, list[float]]:
-    """Index of the candidate with the lowest mean ``score(candidate, fit, held)``
-    over the folds (the first on ties), and every candidate's mean score."""
+def select_by_cv(candidates: list[dict], folds: list[tuple[list, list]], score,
+                 rule: str = "min") -> tuple[int, list[float]]:
+    """Index of the chosen candidate and every candidate's mean ``score(candidate, fit, held)``
+    over the folds.
+
+    ``min``: the lowest mean (the first on ties). ``one_se``: the lowest mean
+    among the first candidate and those whose paired fold differences to it
+    are below zero by more than one standard error, so that a difference the
+    folds cannot resolve keeps the declared default (with 3 folds, a later
+    candidate can win by 1e-4 relative and then fail out of distribution).
+    """
+    if rule not in CV_RULES:
+        raise ValueError(f"unknown CV rule {rule!r}; choose from {CV_RULES}")
     if not folds:
         return 0, [float("nan")] * len(candidates)
-    means = [float(np.mean([score(c, fit, held) for fit, held in folds])) for c in candidates]
-    finite = [(m, i) for i, m in enumerate(means) if np.isfinite(m)]
-    return (min(finite)[1] if finite else 0), means
+    scores = np.array([[score(c, fit, held) for fit, held in folds] for c in candidates], dtype=float)
+    means = [float(m) for m in scores.mean(axis=1)]
+    allowed = [i for i, m in enumerate(means) if np.isfinite(m)]
+    if rule == "one_se" and len(folds) > 1 and 0 in allowed:
+        def clearly_better(i: int) -> bool:
+            d = scores[i] - scores[0]
+            return bool(d.mean() + d.std(ddof=1) / np.sqrt(len(d)) < 0)
+        allowed = [i for i in allowed if i == 0 or clearly_better(i)]
+    return (min((means[i], i) for i in allowed)[1] if allowed else 0), means
 
 
 def describe_candidate(c: dict) -> str:
