@@ -74,6 +74,7 @@ def build_head(entry: dict) -> PropertyHead:
     state.setdefault("std_scale", torch.tensor(1.0, dtype=torch.float64))  # files from before calibration
     state.setdefault("interval_q", torch.tensor(float("nan"), dtype=torch.float64))  # ... and before intervals
     state.setdefault("interval_level", torch.tensor(0.9, dtype=torch.float64))
+    state.setdefault("interval_floor", torch.tensor(0.0, dtype=torch.float64))  # ... and before the floor
     head.load_state_dict(state)
     return head
 

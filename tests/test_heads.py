@@ -299,6 +299,12 @@ def test_head_domain_bounds_and_intervals():
     free.set_interval(2.0, 0.9)
     o = free(torch.randn(graph.num_atoms, 8), graph)
     assert torch.allclose(o["e_hi"] - o["e"], 2.0 * o["e_std"]) and "e_in_domain" not in o
+    free.set_interval(2.0, 0.9, floor=0.5)
+    o = free(torch.randn(graph.num_atoms, 8), graph)
+    assert torch.allclose(o["e_hi"] - o["e"], 2.0 * (o["e_std"] + 0.5))
+    assert torch.allclose(o["e"] - o["e_lo"], 2.0 * (o["e_std"] + 0.5))
+    with pytest.raises(ValueError, match="floor"):
+        free.set_interval(2.0, 0.9, floor=-1.0)
     with pytest.raises(ValueError, match="material"):
         PropertyHead("x", "K", 8, material="liquid")
 

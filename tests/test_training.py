@@ -350,6 +350,31 @@ def test_uncertainty_is_calibrated_and_ranks_errors(runs):
     assert spearman_error_vs_std(y, pred, std) > 0
 
 
+def test_interval_is_split_conformal_with_a_floor(runs):
+    import numpy as np
+
+    from mpa_ase.checkpoint import read_parts
+
+    m = runs["mpa"]["metrics"][TARGET["task"]]
+    interval, p = m["interval"], m["test_predictions"]
+    head = read_parts(runs["mpa"]["model"])[2][m["head"]]
+    q, floor = interval["q"], interval["floor"]
+    assert floor > 0 and float(head.interval_q) == q and float(head.interval_floor) == floor
+    # the calibration side is covered at least at the level (finite-sample quantile)
+    assert interval["coverage_val"] >= interval["level"]
+    # the stored test coverage is that of mean +- q (std + floor), not of mean +- q std
+    y, pred, std = (np.array(p[k]) for k in ("y", "pred", "std"))
+    assert interval["coverage_test"] == pytest.approx(np.mean(np.abs(y - pred) <= q * (std + floor)))
+    # and the head returns exactly that interval
+    import torch
+
+    from mpa_ase.graph import Segments
+
+    out = head(torch.randn(7, head.config["dim"], dtype=torch.float64).float(), Segments.from_sizes([3, 4]))
+    half = q * (out[f"{m['head']}_std"] + floor)
+    assert torch.allclose(out[f"{m['head']}_hi"] - out[m["head"]], half.to(out[m["head"]].dtype))
+
+
 def test_finish_ends_an_interrupted_run_with_its_best_weights(runs, tmp_path):
     base = {**runs["base"], "optim": {"epochs": 30, "patience": 100}, "init": runs["mid"]["model"], "target": TARGET,
             "output": str(tmp_path / "run")}

@@ -73,7 +73,8 @@ class PropertyHead(nn.Module):
             interval ends never go below it.
 
     Results: ``name``, ``name + "_std"``; with a calibrated interval (see
-    :meth:`set_interval`) ``name + "_lo"``/``"_hi"`` at ``interval_level``;
+    :meth:`set_interval`) ``name + "_lo"``/``"_hi"`` at ``interval_level``
+    (mean ± q·(std + floor));
     with a known domain ``name + "_in_domain"`` (1.0 inside, 0.0 outside).
     """
 
@@ -120,13 +121,22 @@ class PropertyHead(nn.Module):
         )
         # post-hoc calibration of the ensemble spread, fitted on validation data
         self.register_buffer("std_scale", torch.tensor(1.0, dtype=torch.float64))
-        # split-conformal interval: mean ± interval_q * std covers interval_level (NaN: not calibrated)
+        # split-conformal interval: mean ± interval_q * (std + interval_floor) covers interval_level
+        # (NaN: not calibrated); the floor keeps compounds with a tiny spread from inflating q
         self.register_buffer("interval_q", torch.tensor(float("nan"), dtype=torch.float64))
         self.register_buffer("interval_level", torch.tensor(0.9, dtype=torch.float64))
+        self.register_buffer("interval_floor", torch.tensor(0.0, dtype=torch.float64))
 
-    def set_interval(self, q: float, level: float) -> None:
+    def set_interval(self, q: float, level: float, floor: float = 0.0) -> None:
+        if not floor >= 0:
+            raise ValueError(f"interval floor must be >= 0, got {floor}")
         self.interval_q.fill_(float(q))
         self.interval_level.fill_(float(level))
+        self.interval_floor.fill_(float(floor))
+
+    def interval_scale(self, std: Tensor) -> Tensor:
+        """Per-system s with the interval mean ± interval_q · s."""
+        return std + self.interval_floor.to(std.dtype)
 
     def in_domain(self, segments: Segments) -> Tensor | None:
         """1.0 for systems made of training elements and of the trained material kind, else 0.0."""
@@ -169,7 +179,8 @@ class PropertyHead(nn.Module):
         out = {self.name: mean if bound is None else mean.clamp(min=bound), f"{self.name}_std": std}
         q = float(self.interval_q)
         if self.problem == "regression" and math.isfinite(q):
-            lo, hi = mean - q * std, mean + q * std
+            half = q * self.interval_scale(std)
+            lo, hi = mean - half, mean + half
             out[f"{self.name}_lo"] = lo if bound is None else lo.clamp(min=bound)
             out[f"{self.name}_hi"] = hi if bound is None else hi.clamp(min=bound)
         flag = self.in_domain(seg)
@@ -188,6 +199,7 @@ class PropertyHead(nn.Module):
             "trained_on": self.trained_on,
             "std_scale": float(self.std_scale),
             "interval_level": float(self.interval_level) if math.isfinite(float(self.interval_q)) else None,
+            "interval_floor": float(self.interval_floor),
             "elements": self.config.get("elements"),
             "material": self.config.get("material"),
             "lower_bound": self.config.get("lower_bound"),

@@ -391,6 +391,7 @@ def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dic
                 evals[split_name] = regression_metrics(np.array([s.value for s in samples]), *predictions[split_name])
         if intervals[t.head] is not None:
             evals["interval"] = {"level": float(head.interval_level), "q": intervals[t.head],
+                                 "floor": float(head.interval_floor),
                                  "coverage_val": interval_coverage(headset, t.head, trainer.batcher, t.val),
                                  "coverage_test": interval_coverage(headset, t.head, trainer.batcher, t.test)}
         metrics[task] = {"head": t.head, "unit": head.unit, "std_scale": calibration[t.head],

