@@ -32,13 +32,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="runs/mpa_eqtune")
     ap.add_argument("--split", default="ood", choices=("ood", "random"))
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: all in the folder)")
+    ap.add_argument("--name", default=None)
     args = ap.parse_args()
+    only = {int(x) for x in args.seeds.split(",")} if args.seeds else None
     work = Path(args.work)
     done = defaultdict(set)
     for line in (work / "records.jsonl").read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            if r["split"] == args.split:
+            if r["split"] == args.split and (only is None or r["seed"] in only):
                 done[(r["property"], r["seed"])].add(r["method"])
     per = defaultdict(lambda: defaultdict(list))
     for (task, seed), methods in sorted(done.items()):
@@ -70,7 +73,7 @@ def main() -> None:
              "(relative MAE change averaged over seeds, then properties); the last two, each method's average of "
              "two candidates vs its CV choice.")
     print(table)
-    write_results(f"candidate_bagging_{args.split}", rows, table, extra={"summary": summary})
+    write_results(args.name or f"candidate_bagging_{args.split}", rows, table, extra={"summary": summary})
 
 
 if __name__ == "__main__":
