@@ -134,9 +134,9 @@ class PropertyHead(nn.Module):
         self.interval_level.fill_(float(level))
         self.interval_floor.fill_(float(floor))
 
-    def interval_scale(self, std: Tensor) -> Tensor:
-        """Per-system s with the interval mean ± interval_q · s."""
-        return std + self.interval_floor.to(std.dtype)
+    def interval_scale(self, std):
+        """Per-system s with the interval mean ± interval_q · s (a tensor or an array, as ``std``)."""
+        return std + float(self.interval_floor)
 
     def in_domain(self, segments: Segments) -> Tensor | None:
         """1.0 for systems made of training elements and of the trained material kind, else 0.0."""

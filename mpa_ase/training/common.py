@@ -392,8 +392,9 @@ def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dic
         if intervals[t.head] is not None:
             evals["interval"] = {"level": float(head.interval_level), "q": intervals[t.head],
                                  "floor": float(head.interval_floor),
-                                 "coverage_val": interval_coverage(headset, t.head, trainer.batcher, t.val),
-                                 "coverage_test": interval_coverage(headset, t.head, trainer.batcher, t.test)}
+                                 **{f"coverage_{side}": interval_coverage(
+                                     head, [s.value for s in getattr(t, side)], *predictions[side])
+                                    if side in predictions else None for side in ("val", "test")}}
         metrics[task] = {"head": t.head, "unit": head.unit, "std_scale": calibration[t.head],
                          "n_train": len(t.train), "n_val": len(t.val), "n_test": len(t.test), **evals}
         if task in prepared.head_inits:

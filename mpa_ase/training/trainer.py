@@ -211,15 +211,12 @@ def conformal_quantile(scores, level: float) -> float:
     return float(scores[k - 1])
 
 
-def interval_coverage(headset: HeadSet, head: str, batcher: Batcher, samples) -> float | None:
-    """Fraction of ``samples`` inside the head's interval."""
-    h = headset.heads[head]
-    q = float(h.interval_q)
-    if not samples or not math.isfinite(q):
+def interval_coverage(head, y, mean, std) -> float | None:
+    """Fraction of the values ``y`` inside the head's interval around predictions (``mean``, ``std``)."""
+    q = float(head.interval_q)
+    if len(y) == 0 or not math.isfinite(q):
         return None
-    mean, std = predict(headset, head, batcher, samples)
-    y = np.array([s.value for s in samples])
-    return float(np.mean(np.abs(y - mean) <= q * (std + float(h.interval_floor))))
+    return float(np.mean(np.abs(np.asarray(y) - mean) <= q * head.interval_scale(std)))
 
 
 def data_hash(tasks: dict[str, TaskData]) -> str:
