@@ -30,37 +30,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import format_table, write_results  # noqa: E402
 
-ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
-
-
-def ridge_predict(xtr, ytr, xva, yva, xte, log: bool) -> np.ndarray:
-    """mpa_ase.training.baselines.ridge_baseline's fit, on given features."""
-    f = np.log10 if log else (lambda v: v)
-    finv = (lambda v: 10.0 ** v) if log else (lambda v: v)
-    mu, sd = xtr.mean(0), xtr.std(0) + 1e-8
-    a, b, c = (xtr - mu) / sd, (xva - mu) / sd, (xte - mu) / sd
-    t = f(ytr)
-    ym, best = t.mean(), None
-    for alpha in ALPHAS:
-        w = np.linalg.solve(a.T @ a + alpha * len(a) * np.eye(a.shape[1]), a.T @ (t - ym))
-        mae = float(np.mean(np.abs(finv(b @ w + ym) - yva)))
-        if best is None or mae < best[0]:
-            best = (mae, w)
-    return finv(c @ best[1] + ym)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="runs/mpa_eqtune")
     ap.add_argument("--split", default="ood", choices=("ood", "random"))
     ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: all in the folder)")
+    ap.add_argument("--name", default=None)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     import torch
 
     from mpa_ase.backbones import load_backbone
     from mpa_ase.checkpoint import read_parts
-    from mpa_ase.training.baselines import pooled_features
+    from mpa_ase.training.baselines import pooled_features, ridge_fit_predict
     from mpa_ase.training.common import task_meta
     from mpa_ase.training.embeddings import EmbeddingCache
     from mpa_ase.training.head_start import inner_folds
@@ -76,14 +59,8 @@ def main() -> None:
             r = json.loads(line)
             recs[(r["split"], r["property"], r["seed"])][r["method"]] = r
     runs = sorted(work.glob(f"{args.split}_s*"), key=lambda p: int(p.name.split("_s")[1]))
-
-    def trunk_pooled(trunk, samples) -> np.ndarray:
-        rows = []
-        with torch.no_grad():
-            for s in samples:
-                per = [trunk(cache.store[k][1]).double().numpy() for k in s.keys]
-                rows.append(np.mean([np.concatenate([x.mean(0), x.sum(0) / 10.0]) for x in per], axis=0))
-        return np.asarray(rows)
+    if args.seeds:
+        runs = [r for r in runs if int(r.name.split("_s")[1]) in {int(x) for x in args.seeds.split(",")}]
 
     trunks = {run: read_parts(run / "mid_all/model.pt")[1].eval() for run in runs}
     out = defaultdict(dict)
@@ -101,15 +78,18 @@ def main() -> None:
             y = {id(s): s.value for s in train + val + test}
             ys = lambda ss: np.array([y[id(s)] for s in ss])  # noqa: E731
             row = {}
-            for name, feats in (("ridge_mid", trunk_pooled(trunks[run], train + val + test)),
+            for name, feats in (("ridge_mid", pooled_features(cache, train + val + test, trunks[run])),
                                 ("ridge_bb", pooled_features(cache, train + val + test))):
                 x = {id(s): f for s, f in zip(train + val + test, feats)}
                 xs = lambda ss: np.array([x[id(s)] for s in ss])  # noqa: E731
-                mae = float(np.mean(np.abs(ridge_predict(xs(train), ys(train), xs(calib), ys(calib), xs(test), log)
-                                           - ys(test))))
+
+                def fit_mae(fit, held):
+                    pred, _ = ridge_fit_predict(xs(fit), ys(fit), xs(calib), ys(calib), xs(held), log)
+                    return float(np.mean(np.abs(pred - ys(held))))
+
+                mae = fit_mae(train, test)
                 folds = inner_folds(train, 3, seed)
-                cv = float(np.mean([np.mean(np.abs(ridge_predict(xs(f), ys(f), xs(calib), ys(calib), xs(h), log)
-                                                   - ys(h))) for f, h in folds])) if folds else float("nan")
+                cv = float(np.mean([fit_mae(f, h) for f, h in folds])) if folds else float("nan")
                 row[name] = (mae, cv)
             assert np.isclose(row["ridge_bb"][0], d["ridge"]["mae"], rtol=1e-6), (task, seed)
             for m in ("mpa_cv", "direct_cv"):
@@ -141,7 +121,7 @@ def main() -> None:
              + f"\n\n{args.split} splits, seeds {seeds}; relative MAE changes averaged over seeds per property, then "
              "over properties. ridge_bb reproduced the recorded ridge baseline on every run.")
     print(table)
-    write_results(f"linear_probe_{args.split}", rows, table, extra={"summary": summary})
+    write_results(args.name or f"linear_probe_{args.split}", rows, table, extra={"summary": summary})
 
 
 if __name__ == "__main__":
