@@ -135,7 +135,7 @@ def test_head_start_chosen_by_inner_cv_on_the_training_split(runs, tmp_path, mon
     def refit(*args, **kwargs):
         raise AssertionError("inner folds refitted on resume")
 
-    monkeypatch.setattr(common.HeadStart, "fold_mae", refit)
+    monkeypatch.setattr(common.HeadStart, "fold_predict", refit)
     again = run_phase("posttrain", cfg, progress=False)
     assert _test_mae(again) == pytest.approx(_test_mae(post), rel=1e-12)
     with pytest.raises(ValueError, match="folds=1"):
@@ -373,6 +373,43 @@ def test_interval_is_split_conformal_with_a_floor(runs):
     out = head(torch.randn(7, head.config["dim"], dtype=torch.float64).float(), Segments.from_sizes([3, 4]))
     half = q * (out[f"{m['head']}_std"] + floor)
     assert torch.allclose(out[f"{m['head']}_hi"] - out[m["head"]], half.to(out[m["head"]].dtype))
+
+
+def test_small_validation_side_is_calibrated_with_inner_cv_out_of_fold_predictions(runs, tmp_path):
+    """Under 10 validation compounds (the elemental targets have 5-9): the
+    chosen start's out-of-fold predictions from the inner CV join them, so the
+    head still gets a conformal interval, set at the finite-sample quantile of
+    all those scores."""
+    import json
+    import math
+
+    import numpy as np
+
+    from mpa_ase.checkpoint import read_parts
+
+    cfg = {**runs["base"], "split": {"kind": "random", "val": 0.008, "test": 0.25},
+           "optim": {"epochs": 12, "patience": 4}, "output": str(tmp_path / "small_val"),
+           "init": runs["pre"]["model"], "target": TARGET, "head_init": "cv",  # mid-training protects its own split
+           "head_init_cv": {"folds": 2, "candidates": [{"head_init": "fresh"}]}}
+    post = run_phase("posttrain", cfg, progress=False)
+    m = post["metrics"][TARGET["task"]]
+    assert 0 < m["n_val"] < 10
+    interval = m["interval"]
+    oof = json.loads((tmp_path / "small_val" / "head_start_cv.json").read_text())["out_of_fold"]
+    assert len(oof["y"]) == m["n_train"]
+    assert interval["calibrated_on"] == f"validation ({m['n_val']}) and inner-CV out-of-fold ({m['n_train']})"
+    # q is the ceil((n + 1) * 0.9)-th smallest score over validation and out-of-fold together
+    head = read_parts(post["model"])[2][m["head"]]
+    q, floor, scale = interval["q"], interval["floor"], float(head.std_scale)
+    y, pred, std = (np.array(oof[k]) for k in ("y", "pred", "std"))
+    oof_scores = np.abs(y - pred) / (std * scale + floor)
+    n = m["n_val"] + m["n_train"]
+    covered = interval["coverage_val"] * m["n_val"] + np.sum(oof_scores <= q)
+    assert round(covered) >= math.ceil((n + 1) * interval["level"])
+    just_below = interval["coverage_val"] * m["n_val"] + np.sum(oof_scores < q)
+    assert just_below < math.ceil((n + 1) * interval["level"]) or interval["coverage_val"] < 1
+    print(f"n_val {m['n_val']}, q {q:.3f}, test coverage {interval['coverage_test']:.3f}")
+    assert 0.8 <= interval["coverage_test"] <= 1.0
 
 
 def test_finish_ends_an_interrupted_run_with_its_best_weights(runs, tmp_path):

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -192,8 +193,9 @@ class HeadStart:
             init_from_head(head, chosen, self.cfg.seed)
         return head, described
 
-    def fold_mae(self, candidate: dict, fit, val, held) -> float:
-        """Held-out MAE of one candidate start trained on one inner fold (a throwaway copy of the trunk)."""
+    def fold_predict(self, candidate: dict, fit, val, held) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and ensemble spread on ``held`` of one candidate start trained on
+        one inner fold (a throwaway copy of the trunk; the spread uncalibrated)."""
         fold_trunk = copy.deepcopy(self.trunk)
         with seeded(self.cfg.seed + 1):
             head, _ = self.make(candidate["head_init"], candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP), fit,
@@ -203,13 +205,14 @@ class HeadStart:
             trainer = Trainer(headset, {self.task: TaskData(self.name, fit, val, [])}, self.cache,
                               post_optim(self.cfg.raw, candidate), tmp, progress=False, checkpoint=False)
             trainer.fit(resume=False)
-        mean, _ = predict(headset, self.name, trainer.batcher, held)
-        return float(np.mean(np.abs(mean - np.array([s.value for s in held]))))
+        return predict(headset, self.name, trainer.batcher, held)
 
     def choose_by_cv(self, train, val, out, progress: bool = True) -> tuple[dict, dict]:
         """The ``head_init_cv`` candidate with the lowest mean held-out MAE over
         inner folds of the training split, and a report of every candidate's
-        score. The choice is kept in ``out/head_start_cv.json`` and reused while
+        score and of the chosen one's out-of-fold predictions (``out_of_fold``:
+        y, pred, std; a calibration set for heads with a small validation side).
+        The choice is kept in ``out/head_start_cv.json`` and reused while
         nothing it depends on changed (a resumed run chooses the same)."""
         raw = self.cfg.raw
         opts = cv_options(raw)
@@ -239,16 +242,23 @@ class HeadStart:
         folds = inner_folds(train, opts["folds"], self.cfg.seed)
         bar = tqdm(total=len(folds) * len(opts["candidates"]), desc="head start (inner CV)", disable=not progress)
 
+        out_of_fold = defaultdict(lambda: {"y": [], "pred": [], "std": []})
+
         def score(candidate, fit, held):
-            mae = self.fold_mae(candidate, fit, val, held)
+            mean, std = self.fold_predict(candidate, fit, val, held)
+            y = np.array([s.value for s in held])
+            oof = out_of_fold[next(i for i, c in enumerate(opts["candidates"]) if c is candidate)]
+            for k, v in (("y", y), ("pred", mean), ("std", std)):
+                oof[k] += [float(x) for x in v]
             bar.update(1)
-            return mae
+            return float(np.mean(np.abs(mean - y)))
 
         best, means = select_by_cv(opts["candidates"], folds, score, rule=opts["choose"])
         bar.close()
         report = {"key": key, "chosen": best, "candidate": describe_candidate(opts["candidates"][best]),
                   "folds": len(folds), "held_out": [len(h) for _, h in folds], "rule": opts["choose"],
-                  "cv_mae": {describe_candidate(c): m for c, m in zip(opts["candidates"], means)}}
+                  "cv_mae": {describe_candidate(c): m for c, m in zip(opts["candidates"], means)},
+                  **({"out_of_fold": out_of_fold[best]} if folds else {})}
         if not folds:
             log.warning("%s: no inner fold could be drawn from %d training samples; head start %s taken unscored",
                         self.task, len(train), report["candidate"])
@@ -379,7 +389,9 @@ def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dic
     """Per-task metrics on every side of the split, after calibrating each
     head's spread and its split-conformal interval on the validation side."""
     calibration = {t.head: calibrate(headset, t.head, trainer.batcher, t.val) for t in trainer.tasks.values()}
-    intervals = {t.head: conformal_interval(headset, t.head, trainer.batcher, t.val) for t in trainer.tasks.values()}
+    intervals = {t.head: conformal_interval(headset, t.head, trainer.batcher, t.val,
+                                            out_of_fold=prepared.cv_reports.get(task, {}).get("out_of_fold"))
+                 for task, t in trainer.tasks.items()}
     metrics = {}
     for task, t in trainer.tasks.items():
         head = headset.heads[t.head]
@@ -390,8 +402,9 @@ def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dic
                 predictions[split_name] = predict(headset, t.head, trainer.batcher, samples)
                 evals[split_name] = regression_metrics(np.array([s.value for s in samples]), *predictions[split_name])
         if intervals[t.head] is not None:
-            evals["interval"] = {"level": float(head.interval_level), "q": intervals[t.head],
-                                 "floor": float(head.interval_floor),
+            q, calibrated_on = intervals[t.head]
+            evals["interval"] = {"level": float(head.interval_level), "q": q,
+                                 "floor": float(head.interval_floor), "calibrated_on": calibrated_on,
                                  **{f"coverage_{side}": interval_coverage(
                                      head, [s.value for s in getattr(t, side)], *predictions[side])
                                     if side in predictions else None for side in ("val", "test")}}
@@ -400,7 +413,8 @@ def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dic
         if task in prepared.head_inits:
             metrics[task]["head_init"] = prepared.head_inits[task]
         if task in prepared.cv_reports:
-            metrics[task]["head_start_cv"] = {k: v for k, v in prepared.cv_reports[task].items() if k != "key"}
+            metrics[task]["head_start_cv"] = {k: v for k, v in prepared.cv_reports[task].items()
+                                              if k not in ("key", "out_of_fold")}
         if t.test:
             mean, std = predictions["test"]
             metrics[task]["test_predictions"] = {

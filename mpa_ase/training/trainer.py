@@ -181,23 +181,43 @@ def calibrate(headset: HeadSet, head: str, batcher: Batcher, samples) -> float:
     return float(h.std_scale)
 
 
-def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, level: float = 0.9) -> float | None:
+MIN_CALIBRATION = 10  # fewer scores than this give no interval
+
+
+def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, level: float = 0.9,
+                       out_of_fold: dict | None = None) -> tuple[float, str] | None:
     """Split-conformal interval on validation samples: the head's q such that
     mean ± q·(std + floor) covers ``level`` of new data (finite-sample quantile
     of |y - mean| / (std + floor)), the floor being the median std on these
     samples. Without it a few compounds with a tiny ensemble spread set q, and
     every interval is wide: on 24 properties x 5 OOD seeds of
     benchmarks/interval_methods.py the floor kept coverage (89.0 vs 89.5%) and
-    narrowed intervals by a third. Needs at least 10 samples; returns q, or None."""
+    narrowed intervals by a third.
+
+    With fewer than 10 validation samples, the inner cross-validation's
+    out-of-fold predictions of the training side (``out_of_fold``: y, pred and
+    the fold models' uncalibrated std, as :meth:`HeadStart.choose_by_cv`
+    reports them) join the validation ones (cross-conformal): the fold models
+    saw less data than the final one, their spread is put on the head's scale.
+    Returns (q, what it was calibrated on), or None with under 10 scores."""
     h = headset.heads[head]
-    if h.problem != "regression" or len(samples) < 10:
+    if h.problem != "regression":
         return None
-    mean, std = predict(headset, head, batcher, samples)
+    y = np.array([s.value for s in samples], dtype=np.float64)
+    mean, std = predict(headset, head, batcher, samples) if len(samples) else (np.zeros(0), np.zeros(0))
+    calibrated_on = f"validation ({len(samples)})"
+    if len(samples) < MIN_CALIBRATION and out_of_fold and len(out_of_fold["y"]):
+        y = np.concatenate([y, out_of_fold["y"]])
+        mean = np.concatenate([mean, out_of_fold["pred"]])
+        std = np.concatenate([std, np.asarray(out_of_fold["std"], dtype=np.float64) * float(h.std_scale)])
+        calibrated_on = f"validation ({len(samples)}) and inner-CV out-of-fold ({len(out_of_fold['y'])})"
+    if len(y) < MIN_CALIBRATION:
+        return None
     floor = float(np.median(std))
     scale = np.clip(std + floor, 1e-12, None)
-    q = conformal_quantile(np.abs(np.array([s.value for s in samples]) - mean) / scale, level)
+    q = conformal_quantile(np.abs(y - mean) / scale, level)
     h.set_interval(q, level, floor)
-    return q
+    return q, calibrated_on
 
 
 def conformal_quantile(scores, level: float) -> float:
