@@ -198,7 +198,7 @@ def test_inner_folds_partition_the_training_compounds():
 
 
 def test_cv_selection_takes_the_lowest_mean_score_and_checks_its_options():
-    from mpa_ase.training.head_start import cv_options, select_by_cv
+    from mpa_ase.training.head_start import cv_options, describe_candidate, select_by_cv
 
     cands = [{"head_init": "fresh"}, {"head_init": "related"}, {"head_init": "correlated", "head_init_top": 1}]
     table = {("fresh", 0): 3.0, ("fresh", 1): 1.0, ("related", 0): 1.5, ("related", 1): 1.5,
@@ -216,11 +216,14 @@ def test_cv_selection_takes_the_lowest_mean_score_and_checks_its_options():
     direct = cv_options({"head_init_cv": {"candidates": "direct"}})["candidates"]
     assert len(direct) == len(opts["candidates"]) and {c["head_init"] for c in direct} == {"fresh"}
     assert cv_options({"head_init_cv": {"candidates": "mpa"}})["candidates"] == opts["candidates"]
+    frozen = {"head_init": "correlated", "head_init_top": 3, "trunk_lr_factor": 0}
+    assert cv_options({"head_init_cv": {"candidates": [frozen]}})["candidates"] == [frozen]
+    assert describe_candidate(frozen) == "correlated top 3, trunk frozen"
     for bad, match in (({"folds": 1}, "folds=1"), ({"holdout": 0.2}, "unknown head_init_cv option"),
                        ({"candidates": []}, "empty"), ({"candidates": [{"head_init": "cv"}]}, "cannot itself"),
                        ({"candidates": [{"head_init": "nearest"}]}, "head_init='nearest'"),
                        ({"candidates": [{"head_init": "fresh", "lr": 1}]}, "candidate"),
-                       ({"candidates": [{"head_init": "fresh", "trunk_lr_factor": 0}]}, "must be positive"),
+                       ({"candidates": [{"head_init": "fresh", "trunk_lr_factor": -0.1}]}, "must be >= 0"),
                        ({"candidates": [{"head_init": "fresh", "lr_factor": -1}]}, "lr_factor=-1 must be positive"),
                        ({"candidates": "best"}, "presets"), ({"choose": "median"}, "choose='median'")):
         with pytest.raises(ValueError, match=match):
@@ -324,6 +327,8 @@ def test_candidate_learning_rates_scale_the_configured_optimiser():
     o = post_optim({"optim": {"lr": 1e-3, "trunk_lr": 0.0}}, {"head_init": "fresh", "lr_factor": 2.0,
                                                              "trunk_lr_factor": 0.1})
     assert (o.lr, o.trunk_lr) == pytest.approx((2e-3, 0.0))
+    # and a candidate can freeze it
+    assert post_optim(cfg, {"head_init": "correlated", "trunk_lr_factor": 0}).trunk_lr == 0.0
 
 
 def test_head_problem_is_not_a_task_and_old_files_still_load():

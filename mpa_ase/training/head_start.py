@@ -79,9 +79,10 @@ def cv_options(cfg: dict) -> dict:
         if c["head_init"] == "cv":
             raise ValueError("a head_init_cv candidate cannot itself be head_init: cv")
         check_head_init(c["head_init"], c.get("head_init_top", DEFAULT_HEAD_INIT_TOP))
-        for key in ("trunk_lr_factor", "lr_factor"):
-            if key in c and not float(c[key]) > 0:
-                raise ValueError(f"{key}={c[key]!r} must be positive")
+        if "lr_factor" in c and not float(c["lr_factor"]) > 0:
+            raise ValueError(f"lr_factor={c['lr_factor']!r} must be positive")
+        if "trunk_lr_factor" in c and not float(c["trunk_lr_factor"]) >= 0:  # 0: the trunk stays as it is
+            raise ValueError(f"trunk_lr_factor={c['trunk_lr_factor']!r} must be >= 0")
     return opts
 
 
@@ -233,4 +234,6 @@ def describe_candidate(c: dict) -> str:
     text = c["head_init"] + (f" top {c.get('head_init_top', DEFAULT_HEAD_INIT_TOP)}"
                              if c["head_init"] == "correlated" else "")
     text += f", lr x{c['lr_factor']:g}" if "lr_factor" in c else ""
-    return text + (f", trunk lr x{c['trunk_lr_factor']:g}" if "trunk_lr_factor" in c else "")
+    if "trunk_lr_factor" in c:
+        text += ", trunk frozen" if float(c["trunk_lr_factor"]) == 0 else f", trunk lr x{c['trunk_lr_factor']:g}"
+    return text
