@@ -1,6 +1,7 @@
 """Which split-conformal score makes 90% intervals that hold per property, and how wide are they?
 
     python benchmarks/interval_methods.py --work runs/mpa_eqtune --method mpa_cv --split ood
+    python benchmarks/interval_methods.py --work runs/mpa_eqtune runs/mpa_smallcal_a runs/mpa_smallcal_b
 
 Reads the post-trained heads of a mpa_vs_direct run folder (model.pt beside
 each run's stored split), predicts its validation and test compounds from the
@@ -21,6 +22,10 @@ each score:
   adopted: properties within 85-95%, pooled, 15 vs sigma_floor's 16 of 24
   for mpa_cv on OOD seeds 9-13, 17 vs 18 of 25 on random ones, 16 vs 16 of
   24 for direct_cv on OOD seeds 9-13, with intervals 2-5% wider).
+
+Heads with fewer than 10 validation compounds are calibrated, as the heads
+are since session 12, on those and the inner CV's out-of-fold predictions of
+the training side, where the run kept them (``head_start_cv.json``).
 
 Per property (test compounds pooled over seeds) it reports coverage and the
 mean width in units of the property's test MAE, and per seed how many
@@ -69,7 +74,8 @@ def knn_distance(train: np.ndarray, other: np.ndarray, k: int = 5, exclude_self:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default="runs/mpa_eqtune")
+    ap.add_argument("--work", nargs="+", default=["runs/mpa_eqtune"],
+                    help="run folders; a (property, seed) found in several is taken from the last")
     ap.add_argument("--method", default="mpa_cv")
     ap.add_argument("--split", default="ood", choices=("ood", "random"))
     ap.add_argument("--level", type=float, default=0.9)
@@ -92,12 +98,11 @@ def main() -> None:
     torch.set_num_threads(1)
     cache = EmbeddingCache(load_backbone("chgnet", model="0.3.0"), args.cache_dir, progress=False)
     batcher = Batcher(cache)
-    work = Path(args.work)
-    per = defaultdict(lambda: defaultdict(list))  # task -> score -> [(seed, inside[], width[], mae)]
-    checked = 0
+    per = defaultdict(lambda: defaultdict(dict))  # task -> score -> seed -> (inside[], width[], mae)
+    checked, cross = 0, 0
     for task, spec in TARGETS:
         samples = None
-        for run in sorted(work.glob(f"{args.split}_s*")):
+        for run in [r for w in args.work for r in sorted(Path(w).glob(f"{args.split}_s*"))]:
             if only is not None and int(run.name.split("_s")[-1]) not in only:
                 continue
             post = run / "post" / f"{task.replace(' ', '_')}_{args.method}"
@@ -110,18 +115,27 @@ def main() -> None:
             _, trunk, heads, _ = read_parts(post / "model.pt")
             (name, head), = heads.items()
             train, val, test = stored.apply(samples, stored.read(run)["targets"][task], task)
-            if len(val) < 10 or not test:
+            cv_file = post / "head_start_cv.json"
+            oof = json.loads(cv_file.read_text()).get("out_of_fold") if cv_file.exists() else None
+            small = len(val) < 10
+            if (small and not oof) or not test:
                 continue
             headset = HeadSet(trunk, {name: head})
             vm, vs = predict(headset, name, batcher, val)
             tm, ts = predict(headset, name, batcher, test)
             vy, ty = np.array([s.value for s in val]), np.array([s.value for s in test])
+            if small:  # the heads' cross-conformal calibration: validation and inner-CV out-of-fold together
+                vy, vm = np.concatenate([vy, oof["y"]]), np.concatenate([vm, oof["pred"]])
+                vs = np.concatenate([vs, np.asarray(oof["std"]) * float(head.std_scale)])
+                cross += 1
             mae = float(np.mean(np.abs(ty - tm)))
             stored_cov = json.loads((post / "metrics.json").read_text())[task].get("interval", {}).get("coverage_test")
             trunk.eval()
             ftrain = pooled_features(cache, train, trunk)
             vd, td = (knn_distance(ftrain, pooled_features(cache, x, trunk)) for x in (val, test))
             for kind in SCORES:
+                if small and kind == "sigma_distance":  # no distances for out-of-fold compounds
+                    continue
                 sv, st = half_widths(kind, vs, vs, vd, vd), half_widths(kind, ts, vs, td, vd)
                 q = conformal_quantile(np.abs(vy - vm) / np.clip(sv, 1e-12, None), args.level)
                 inside = np.abs(ty - tm) <= q * st
@@ -129,28 +143,32 @@ def main() -> None:
                 if kind == own and stored_cov is not None:
                     assert math.isclose(inside.mean(), stored_cov, abs_tol=1e-9), (task, seed, inside.mean(), stored_cov)
                     checked += 1
-                per[task][kind].append((seed, inside, 2 * q * st, mae))
+                per[task][kind][seed] = (inside, 2 * q * st, mae)
     rows, count = [], {k: defaultdict(int) for k in SCORES}
     for task, by_kind in per.items():
         row = {"property": task, "seeds": len(by_kind["sigma"]),
-               "n_test": sum(len(x[1]) for x in by_kind["sigma"])}
-        for kind, runs in by_kind.items():
-            row[f"{kind}_coverage"] = float(np.mean(np.concatenate([x[1] for x in runs])))
-            row[f"{kind}_width_per_mae"] = float(np.mean([np.mean(x[2]) / x[3] for x in runs]))
-            for seed, inside, _, _ in runs:
+               "n_test": sum(len(x[0]) for x in by_kind["sigma"].values())}
+        for kind in SCORES:
+            runs = by_kind.get(kind) or {}
+            row[f"{kind}_coverage"] = float(np.mean(np.concatenate([x[0] for x in runs.values()]))) if runs else math.nan
+            row[f"{kind}_width_per_mae"] = float(np.mean([np.mean(x[1]) / x[2] for x in runs.values()])) \
+                if runs else math.nan
+            for seed, (inside, _, _) in runs.items():
                 count[kind][seed] += int(0.85 <= inside.mean() <= 0.95)
         rows.append(row)
-    n = len(rows)
     summary = []
     for kind in SCORES:
-        pooled = [r[f"{kind}_coverage"] for r in rows]
+        pooled = [r[f"{kind}_coverage"] for r in rows if math.isfinite(r[f"{kind}_coverage"])]
         summary.append({"score": kind, "mean_coverage": float(np.mean(pooled)),
-                        "properties_85_95_pooled": f"{sum(0.85 <= c <= 0.95 for c in pooled)}/{n}",
+                        "properties_85_95_pooled": f"{sum(0.85 <= c <= 0.95 for c in pooled)}/{len(pooled)}",
                         "properties_85_95_per_seed": " / ".join(f"{count[kind][s]}" for s in sorted(count[kind])),
-                        "median_width_per_mae": float(np.median([r[f"{kind}_width_per_mae"] for r in rows]))})
+                        "median_width_per_mae": float(np.median([r[f"{kind}_width_per_mae"] for r in rows
+                                                                 if math.isfinite(r[f"{kind}_width_per_mae"])]))})
     table = format_table(summary, list(summary[0])) + "\n\n" + format_table(rows, list(rows[0]))
     table += (f"\n\n{args.method}, {args.split} splits, seeds {sorted(count['sigma'])}; properties with at least 10 "
-              f"validation compounds. The heads' own score reproduced the stored test coverage of {checked} runs exactly.")
+              f"validation compounds, and those with fewer where the run kept its inner CV's out-of-fold predictions "
+              f"({cross} runs: calibrated on both, as the heads do since session 12; no sigma_distance there). "
+              f"The heads' own score reproduced the stored test coverage of {checked} runs exactly.")
     print(table)
     write_results(args.name or f"interval_methods_{args.split}_{args.method}", rows, table,
                   extra={"summary": summary})
