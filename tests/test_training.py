@@ -375,12 +375,13 @@ def test_interval_is_split_conformal_with_a_floor(runs):
     assert torch.allclose(out[f"{m['head']}_hi"] - out[m["head"]], half.to(out[m["head"]].dtype))
 
 
-def test_small_validation_side_is_calibrated_with_inner_cv_out_of_fold_predictions(runs, tmp_path):
+def test_small_validation_side_is_calibrated_with_inner_cv_out_of_fold_predictions(runs, tmp_path, caplog):
     """Under 10 validation compounds (the elemental targets have 5-9): the
     chosen start's out-of-fold predictions from the inner CV join them, so the
     head still gets a conformal interval, set at the finite-sample quantile of
     all those scores."""
     import json
+    import logging
     import math
 
     import numpy as np
@@ -410,6 +411,13 @@ def test_small_validation_side_is_calibrated_with_inner_cv_out_of_fold_predictio
     assert just_below < math.ceil((n + 1) * interval["level"]) or interval["coverage_val"] < 1
     print(f"n_val {m['n_val']}, q {q:.3f}, test coverage {interval['coverage_test']:.3f}")
     assert 0.8 <= interval["coverage_test"] <= 1.0
+    # without an inner CV there is nothing to add: no interval, and the log says why
+    plain = {k: v for k, v in cfg.items() if k != "head_init_cv"}
+    plain.update(output=str(tmp_path / "small_val_plain"), head_init="fresh")
+    with caplog.at_level(logging.WARNING, logger="mpa_ase"):
+        m = run_phase("posttrain", plain, progress=False)["metrics"][TARGET["task"]]
+    assert "interval" not in m
+    assert f"{m['n_val']} validation compounds, fewer than 10 (with head_init: cv" in caplog.text
 
 
 def test_finish_ends_an_interrupted_run_with_its_best_weights(runs, tmp_path):

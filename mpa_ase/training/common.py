@@ -28,8 +28,8 @@ from mpa_ase.training.embeddings import EmbeddingCache
 from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT_TOP, choose_sources, cv_options, describe_candidate, init_from_head, inner_folds,
                                          select_by_cv)
 from mpa_ase.training.rng import seeded
-from mpa_ase.training.trainer import (HeadSet, OptimConfig, TaskData, Trainer, calibrate, conformal_interval,
-                                     data_hash, interval_coverage, predict)
+from mpa_ase.training.trainer import (MIN_CALIBRATION, HeadSet, OptimConfig, TaskData, Trainer, calibrate,
+                                      conformal_interval, data_hash, interval_coverage, predict)
 from mpa_ase.validation import stored
 
 log = logging.getLogger(__name__)
@@ -387,7 +387,8 @@ def prepare_tasks(cfg: HeadPhaseConfig, phase: str, model: PhaseModel, tasks: di
 
 def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dict:
     """Per-task metrics on every side of the split, after calibrating each
-    head's spread and its split-conformal interval on the validation side."""
+    head's spread and its split-conformal interval on the validation side (and
+    the inner CV's out-of-fold predictions, when validation is small)."""
     calibration = {t.head: calibrate(headset, t.head, trainer.batcher, t.val) for t in trainer.tasks.values()}
     intervals = {t.head: conformal_interval(headset, t.head, trainer.batcher, t.val,
                                             out_of_fold=prepared.cv_reports.get(task, {}).get("out_of_fold"))
@@ -401,6 +402,10 @@ def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dic
             if samples:
                 predictions[split_name] = predict(headset, t.head, trainer.batcher, samples)
                 evals[split_name] = regression_metrics(np.array([s.value for s in samples]), *predictions[split_name])
+        if intervals[t.head] is None and head.problem == "regression":
+            log.warning("head %s has no interval: %d validation compounds, fewer than %d%s", t.head, len(t.val),
+                        MIN_CALIBRATION, "" if task in prepared.cv_reports else
+                        " (with head_init: cv the inner CV's out-of-fold predictions would join them)")
         if intervals[t.head] is not None:
             q, calibrated_on = intervals[t.head]
             evals["interval"] = {"level": float(head.interval_level), "q": q,
