@@ -264,6 +264,33 @@ def test_conformal_quantile_covers_the_level():
     assert 0.88 < np.mean(fresh <= q) < 0.92
     with pytest.raises(ValueError, match="level"):
         conformal_quantile(calib, 1.0)
+    with pytest.raises(ValueError, match="1 are not"):
+        conformal_quantile([*calib[:20], np.nan], 0.9)
+
+
+def test_out_of_fold_calibration_is_checked_and_counted():
+    """A head with no validation side is calibrated on the inner CV's out-of-fold
+    predictions alone, their spread put on the head's scale; mismatched or
+    non-finite predictions are refused by name instead of giving a NaN interval."""
+    from mpa_ase.heads import Trunk
+    from mpa_ase.training.trainer import HeadSet, conformal_interval, conformal_quantile
+
+    head = _head(extensive=False)
+    head.std_scale.fill_(2.0)
+    headset = HeadSet(Trunk(64, hidden=32, depth=1), {"p": head})
+    rng = np.random.default_rng(1)
+    y, pred, std = rng.normal(size=12), rng.normal(size=12), rng.uniform(0.1, 1.0, 12)
+    q, on = conformal_interval(headset, "p", None, [], out_of_fold={"y": y, "pred": pred, "std": std})
+    assert on == "validation (0) and inner-CV out-of-fold (12)"
+    floor = np.median(2.0 * std)
+    assert float(head.interval_floor) == pytest.approx(floor)
+    assert q == pytest.approx(conformal_quantile(np.abs(y - pred) / (2.0 * std + floor), 0.9))
+    assert conformal_interval(headset, "p", None, [], out_of_fold={"y": y[:9], "pred": pred[:9], "std": std[:9]}) \
+        is None  # under 10 scores: no interval
+    with pytest.raises(ValueError, match="differ in length"):
+        conformal_interval(headset, "p", None, [], out_of_fold={"y": y, "pred": pred[:11], "std": std})
+    with pytest.raises(ValueError, match="head p: 1 of 12 .* not finite"):
+        conformal_interval(headset, "p", None, [], out_of_fold={"y": y, "pred": [*pred[:11], np.nan], "std": std})
 
 
 def test_head_domain_bounds_and_intervals():

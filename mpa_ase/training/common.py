@@ -247,7 +247,7 @@ class HeadStart:
         def score(candidate, fit, held):
             mean, std = self.fold_predict(candidate, fit, val, held)
             y = np.array([s.value for s in held])
-            oof = out_of_fold[next(i for i, c in enumerate(opts["candidates"]) if c is candidate)]
+            oof = out_of_fold[id(candidate)]
             for k, v in (("y", y), ("pred", mean), ("std", std)):
                 oof[k] += [float(x) for x in v]
             bar.update(1)
@@ -258,7 +258,7 @@ class HeadStart:
         report = {"key": key, "chosen": best, "candidate": describe_candidate(opts["candidates"][best]),
                   "folds": len(folds), "held_out": [len(h) for _, h in folds], "rule": opts["choose"],
                   "cv_mae": {describe_candidate(c): m for c, m in zip(opts["candidates"], means)},
-                  **({"out_of_fold": out_of_fold[best]} if folds else {})}
+                  **({"out_of_fold": out_of_fold[id(opts["candidates"][best])]} if folds else {})}
         if not folds:
             log.warning("%s: no inner fold could be drawn from %d training samples; head start %s taken unscored",
                         self.task, len(train), report["candidate"])

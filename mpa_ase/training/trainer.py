@@ -207,12 +207,19 @@ def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, l
     mean, std = predict(headset, head, batcher, samples) if len(samples) else (np.zeros(0), np.zeros(0))
     calibrated_on = f"validation ({len(samples)})"
     if len(samples) < MIN_CALIBRATION and out_of_fold and len(out_of_fold["y"]):
-        y = np.concatenate([y, out_of_fold["y"]])
-        mean = np.concatenate([mean, out_of_fold["pred"]])
-        std = np.concatenate([std, np.asarray(out_of_fold["std"], dtype=np.float64) * float(h.std_scale)])
-        calibrated_on = f"validation ({len(samples)}) and inner-CV out-of-fold ({len(out_of_fold['y'])})"
+        oof = [np.asarray(out_of_fold[k], dtype=np.float64) for k in ("y", "pred", "std")]
+        if len({len(a) for a in oof}) != 1:
+            raise ValueError(f"head {head}: out-of-fold y, pred and std differ in length "
+                             f"({', '.join(str(len(a)) for a in oof)})")
+        y, mean = np.concatenate([y, oof[0]]), np.concatenate([mean, oof[1]])
+        std = np.concatenate([std, oof[2] * float(h.std_scale)])
+        calibrated_on = f"validation ({len(samples)}) and inner-CV out-of-fold ({len(oof[0])})"
     if len(y) < MIN_CALIBRATION:
         return None
+    bad = int(np.sum(~(np.isfinite(y) & np.isfinite(mean) & np.isfinite(std))))
+    if bad:
+        raise ValueError(f"head {head}: {bad} of {len(y)} calibration predictions or labels are not finite "
+                         f"({calibrated_on}); the head or an inner fold diverged, so no interval can be set")
     floor = float(np.median(std))
     scale = np.clip(std + floor, 1e-12, None)
     q = conformal_quantile(np.abs(y - mean) / scale, level)
@@ -226,6 +233,8 @@ def conformal_quantile(scores, level: float) -> float:
     if not 0 < level < 1:
         raise ValueError(f"interval level must be in (0, 1), got {level}")
     scores = np.sort(np.asarray(scores, dtype=np.float64))
+    if not np.isfinite(scores).all():
+        raise ValueError(f"conformal scores must be finite; {int(np.sum(~np.isfinite(scores)))} are not")
     n = len(scores)
     k = min(n, math.ceil((n + 1) * level))
     return float(scores[k - 1])
