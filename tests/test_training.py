@@ -398,6 +398,12 @@ def test_small_validation_side_is_calibrated_with_inner_cv_out_of_fold_predictio
     interval = m["interval"]
     oof = json.loads((tmp_path / "small_val" / "head_start_cv.json").read_text())["out_of_fold"]
     assert len(oof["y"]) == m["n_train"]
+    # calibration never sees a held-out compound: the out-of-fold ones are exactly the training side
+    from mpa_ase.validation import stored
+
+    record = stored.read(tmp_path / "small_val")["tasks"][TARGET["task"]]
+    assert sorted(oof["identity"]) == sorted(record["train"])
+    assert not set(oof["identity"]) & stored.held_out(record)
     assert interval["calibrated_on"] == f"validation ({m['n_val']}) and inner-CV out-of-fold ({m['n_train']})"
     # q is the ceil((n + 1) * 0.9)-th smallest score over validation and out-of-fold together
     head = read_parts(post["model"])[2][m["head"]]

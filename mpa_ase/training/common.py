@@ -211,7 +211,8 @@ class HeadStart:
         """The ``head_init_cv`` candidate with the lowest mean held-out MAE over
         inner folds of the training split, and a report of every candidate's
         score and of the chosen one's out-of-fold predictions (``out_of_fold``:
-        y, pred, std; a calibration set for heads with a small validation side).
+        identity, y, pred, std; a calibration set for heads with a small
+        validation side).
         The choice is kept in ``out/head_start_cv.json`` and reused while
         nothing it depends on changed (a resumed run chooses the same)."""
         raw = self.cfg.raw
@@ -242,12 +243,13 @@ class HeadStart:
         folds = inner_folds(train, opts["folds"], self.cfg.seed)
         bar = tqdm(total=len(folds) * len(opts["candidates"]), desc="head start (inner CV)", disable=not progress)
 
-        out_of_fold = defaultdict(lambda: {"y": [], "pred": [], "std": []})
+        out_of_fold = defaultdict(lambda: {"identity": [], "y": [], "pred": [], "std": []})
 
         def score(candidate, fit, held):
             mean, std = self.fold_predict(candidate, fit, val, held)
             y = np.array([s.value for s in held])
             oof = out_of_fold[id(candidate)]
+            oof["identity"] += [s.identity for s in held]  # so an audit can check they are training compounds
             for k, v in (("y", y), ("pred", mean), ("std", std)):
                 oof[k] += [float(x) for x in v]
             bar.update(1)
