@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gzip
 import json
 import sys
 import time
@@ -328,6 +329,12 @@ def main() -> None:
         with log_path.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
 
+    def keep_predictions(rec: dict, m: dict, samples, out: Path) -> None:
+        """Per-compound predictions beside the records (written before the record, so a
+        resumed run never has a record without them)."""
+        with (work / PREDICTIONS).open("a") as fh:
+            fh.write(json.dumps(prediction_line(rec, m, samples, out)) + "\n")
+
     split_kinds = [k for k in ("random", "ood") if k in args.splits.split(",")]
     ablation_splits = set(args.ablation_splits.split(","))
     for kind in split_kinds:
@@ -437,6 +444,7 @@ def main() -> None:
                            "interval_calibrated_on": m.get("interval", {}).get("calibrated_on")}
                     if "head_start_cv" in m:
                         rec["head_start_cv"] = {k: m["head_start_cv"][k] for k in ("candidate", "cv_mae", "held_out")}
+                    keep_predictions(rec, m, samples, Path(cfg["output"]))
                     keep(rec)
                 d = {r["method"]: r["mae"] for r in records if r["property"] == task and r["split"] == kind
                      and r["seed"] == seed}
@@ -445,7 +453,7 @@ def main() -> None:
     wall = time.time() - t_start
     report(records, quick=args.quick, extra={"wall_time_s": wall, "seeds": seeds,
                                              "n_aux_tasks": len({s.task for s in aux}), "protocol": PROTOCOL},
-           name=args.name)
+           name=args.name, predictions=read_predictions([(work / PREDICTIONS, "")], records))
     print(f"wall time {wall:.0f} s")
 
 
@@ -479,16 +487,73 @@ PROTOCOL = (
     "Heads with fewer than 10 validation compounds (the five elemental targets, triple-point pressure) now get an "
     "interval calibrated on those and the inner CV's out-of-fold predictions (predictions unchanged: the six "
     "targets rerun on OOD seeds 9-15 gave the stored test MAEs, bit-identical on seeds 12-15 and within 1.5e-4 "
-    "relative on seeds 9-11). Then fresh OOD seeds 16 and 17 were run with the same command and recipe."
+    "relative on seeds 9-11). Then fresh OOD seeds 16 and 17 were run with the same command and recipe. "
+    "Session 14: the runs now keep each head's per-compound validation and test predictions "
+    "(results/<name>_predictions.jsonl.gz; the training code is otherwise unchanged). Before fresh OOD seeds 18 "
+    "and 19 were run with the same command and recipe, two secondary analyses of their intervals were declared "
+    "(benchmarks/interval_clusters.py): (1) for the eight extensive targets, the interval's floor scaled by "
+    "molecular size (mean +- q (sigma + floor n / median n), n heavy atoms, median over the calibration side) "
+    "against the heads' own mean +- q (sigma + floor); (2) how many properties exactly calibrated intervals "
+    "would put within 85-95% with these set sizes when whole scaffold clusters (chemical systems, periodic-table "
+    "groups) rather than single compounds are exchanged between validation and test sides."
 )
 
 
-def report(records: list[dict], quick: bool, extra: dict, name: str | None = None) -> None:
+PREDICTIONS = "predictions.jsonl"  # beside records.jsonl in a run folder
+
+
+def prediction_line(rec: dict, m: dict, samples, out: Path) -> dict:
+    """One head's per-compound validation and test predictions, each compound's SMILES
+    (molecules) or formula (crystals), the interval's q and floor, and the chosen
+    head start's inner-CV out-of-fold predictions where it ran: enough to audit
+    errors and intervals (e.g. by scaffold) without the run folder."""
+    by_id = {s.identity: s for s in samples}
+    out_of_fold = None
+    if (out / "head_start_cv.json").exists():
+        out_of_fold = json.loads((out / "head_start_cv.json").read_text()).get("out_of_fold")
+    line = {k: rec[k] for k in ("property", "split", "split_kind", "seed", "method", "unit")}
+    line.update(std_scale=m.get("std_scale"), interval=m.get("interval"), out_of_fold=out_of_fold)
+    for side in ("val", "test"):
+        p = m.get(f"{side}_predictions")
+        if p:
+            key = "smiles" if by_id[p["identity"][0]].smiles else "formula"
+            line[side] = {**p, key: [getattr(by_id[i], key) for i in p["identity"]]}
+    return line
+
+
+def read_predictions(paths: list[tuple[Path, str]], records: list[dict]) -> list[dict]:
+    """The prediction lines of ``records`` from run folders' predictions.jsonl
+    ((path, method suffix) pairs): within a file the last line of a head wins (a
+    resumed run), across files the first, as for the records."""
+    wanted = {(r["property"], r["split"], r["seed"], r["method"]) for r in records}
+    found = {}
+    for path, suffix in paths:
+        if not path.exists():
+            continue
+        mine = {}
+        for text in path.read_text().splitlines():
+            if text.strip():
+                line = json.loads(text)
+                if suffix and line["method"] != "direct":
+                    line["method"] += suffix
+                mine[(line["property"], line["split"], line["seed"], line["method"])] = line
+        for key, line in mine.items():
+            if key in wanted:
+                found.setdefault(key, line)
+    return [found[k] for k in sorted(found, key=str)]
+
+
+def report(records: list[dict], quick: bool, extra: dict, name: str | None = None,
+           predictions: list[dict] | None = None) -> None:
     """results/mpa_vs_direct[_quick].json: the list of records; *_summary.{json,md}:
-    per-property table and means with the command; plots."""
+    per-property table and means with the command; plots; *_predictions.jsonl.gz:
+    the per-compound predictions behind the records, where the runs kept them."""
     name = name or ("mpa_vs_direct_quick" if quick else "mpa_vs_direct")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(records, indent=1))
+    if predictions:
+        with gzip.open(RESULTS / f"{name}_predictions.jsonl.gz", "wt") as fh:
+            fh.writelines(json.dumps(p) + "\n" for p in predictions)
     summary = summarise(records)
     if extra.get("protocol"):
         summary["table"] = extra["protocol"] + "\n\n" + summary["table"]
@@ -516,7 +581,9 @@ def merge(paths: list[str], name: str | None = None) -> None:
                 if key not in seen:
                     seen.add(key)
                     records.append(r)
-    report(records, quick=False, extra={"merged_from": paths, "protocol": PROTOCOL}, name=name)
+    files = [(Path(e.partition(":")[0]).with_name(PREDICTIONS), e.partition(":")[2]) for e in paths]
+    report(records, quick=False, extra={"merged_from": paths, "protocol": PROTOCOL}, name=name,
+           predictions=read_predictions(files, records))
 
 
 def bootstrap_ci(values, level: float = 0.95, n: int = 10_000, seed: int = 0) -> list[float]:

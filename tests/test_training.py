@@ -365,6 +365,14 @@ def test_interval_is_split_conformal_with_a_floor(runs):
     # the stored test coverage is that of mean +- q (std + floor), not of mean +- q std
     y, pred, std = (np.array(p[k]) for k in ("y", "pred", "std"))
     assert interval["coverage_test"] == pytest.approx(np.mean(np.abs(y - pred) <= q * (std + floor)))
+    # the stored validation predictions are the calibration set: floor = their median std, and q the
+    # ceil((n + 1) 0.9)-th smallest score, recomputed here by hand
+    v = m["val_predictions"]
+    assert len(set(v["identity"])) == len(v["y"]) == m["n_val"]
+    vy, vpred, vstd = (np.array(v[k]) for k in ("y", "pred", "std"))
+    assert floor == pytest.approx(float(np.median(vstd)), rel=1e-12)
+    scores = np.sort(np.abs(vy - vpred) / (vstd + floor))
+    assert q == pytest.approx(scores[int(np.ceil((len(scores) + 1) * interval["level"])) - 1], rel=1e-12)
     # and the head returns exactly that interval
     import torch
 

@@ -334,7 +334,8 @@ def train_and_write(cfg: dict, phase: str, model: PhaseModel, tasks: dict[str, l
     for task, t in trainer.tasks.items():
         stamp_domain(prepared.heads[t.head], task, t)
     meta = {"phase": phase, "config": dict(cfg), "data_hash": data_hash(trainer.tasks), "history": result["history"],
-            "metrics": {k: {kk: vv for kk, vv in v.items() if kk != "test_predictions"} for k, v in metrics.items()},
+            "metrics": {k: {kk: vv for kk, vv in v.items() if not kk.endswith("_predictions")}
+                        for k, v in metrics.items()},
             **(run.extra_meta or {})}
     if is_main():
         atomic_save(model_file(model.spec, model.trunk, prepared.heads, **meta), out / "model.pt")
@@ -422,12 +423,14 @@ def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dic
         if task in prepared.cv_reports:
             metrics[task]["head_start_cv"] = {k: v for k, v in prepared.cv_reports[task].items()
                                               if k not in ("key", "out_of_fold")}
-        if t.test:
-            mean, std = predictions["test"]
-            metrics[task]["test_predictions"] = {
-                "identity": [s.identity for s in t.test], "y": [s.value for s in t.test],
-                "pred": mean.tolist(), "std": std.tolist(),
-            }
+        # per compound, so intervals and errors can be audited without the model
+        for side in ("val", "test"):
+            if side in predictions:
+                mean, std = predictions[side]
+                metrics[task][f"{side}_predictions"] = {
+                    "identity": [s.identity for s in getattr(t, side)], "y": [s.value for s in getattr(t, side)],
+                    "pred": mean.tolist(), "std": std.tolist(),
+                }
     return metrics
 
 

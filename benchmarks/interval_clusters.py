@@ -1,0 +1,248 @@
+"""How well can 90% intervals hold per property out of distribution, and does a
+size-scaled floor help the extensive targets? From the per-compound predictions
+that mpa_vs_direct.py keeps (results/<name>_predictions.jsonl.gz); nothing is
+retrained. Declared in session 14 before fresh OOD seeds 18 and 19 were run.
+
+    python benchmarks/interval_clusters.py --predictions benchmarks/results/mpa_vs_direct_fresh_s18_19_predictions.jsonl.gz
+
+First each head's own interval is recomputed from its stored calibration set
+(validation predictions, and the inner CV's out-of-fold ones where fewer than
+10 validation compounds): q, floor and test coverage must equal the stored
+ones (checked). Then:
+
+1. ``size floor``: for extensive targets (enthalpies, entropies, critical
+   volume), mean ± q·(σ + floor·n/median n), n the molecule's heavy atoms and
+   the median over the calibration side, q recalibrated on that side; other
+   targets keep their own interval.
+2. ``exchange``: what exactly calibrated intervals would give with these set
+   sizes. Each head's validation and test compounds are pooled and dealt
+   again into sides of the same sizes, B times, as whole clusters of the
+   split's kind (scaffolds, chemical systems, periodic-table columns) or as
+   single compounds; q is calibrated on the new validation side (plus the
+   fixed out-of-fold set where the head used one) and coverage counted on the
+   new test side, pooled over seeds per property. Exchanging clusters is what
+   the OOD split itself does, so its spread of "properties within 85-95%" is
+   the attainable range for intervals that are exchangeable at all; the
+   compound-level one is the usual (optimistic) binomial reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import RESULTS, format_table, write_results  # noqa: E402
+
+LEVEL, BAND = 0.9, (0.85, 0.95)
+
+
+def read_lines(paths: list[str], method: str, split: str) -> list[dict]:
+    lines = []
+    for path in paths:
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(path, "rt") as fh:
+            lines += [json.loads(t) for t in fh if t.strip()]
+    return [x for x in lines if x["method"] == method and x["split"] == split and x.get("interval")]
+
+
+def cluster_key(smiles: str | None, formula: str | None, split_kind: str) -> str:
+    from types import SimpleNamespace
+
+    from mpa_ase.validation.splits import chemical_system, murcko_scaffold, periodic_groups
+
+    if split_kind == "periodic_group":
+        return periodic_groups(SimpleNamespace(formula=formula, identity=formula, smiles=None))
+    if formula:
+        return chemical_system(SimpleNamespace(formula=formula, identity=formula))
+    return murcko_scaffold(smiles)
+
+
+def heavy_atoms(smiles: str) -> int:
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        raise ValueError(f"RDKit cannot read {smiles!r}")
+    return mol.GetNumHeavyAtoms()
+
+
+def is_extensive(prop: str) -> bool:
+    from mpa_ase.data.molecules import CHEM_PROPERTIES
+
+    spec = CHEM_PROPERTIES.get(prop.split("@")[0])
+    return bool(spec and spec.extensive)
+
+
+def arrays(side: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(np.asarray(side[k], dtype=np.float64) for k in ("y", "pred", "std"))
+
+
+def calibrate(y, pred, scale_base, extra=None) -> tuple[float, float]:
+    """(q, floor) of mean ± q (base + floor) on these compounds (and ``extra``:
+    fixed (y, pred, base) added to the calibration set)."""
+    from mpa_ase.training.trainer import conformal_quantile
+
+    if extra is not None:
+        y, pred, scale_base = (np.concatenate([a, b]) for a, b in zip((y, pred, scale_base), extra))
+    floor = float(np.median(scale_base))
+    return conformal_quantile(np.abs(y - pred) / np.clip(scale_base + floor, 1e-12, None), LEVEL), floor
+
+
+def own_interval(line: dict) -> dict:
+    """The head's interval recomputed from the stored calibration set, checked."""
+    vy, vp, vs = arrays(line["val"])
+    ty, tp, ts = arrays(line["test"])
+    extra = None
+    if "out-of-fold" in line["interval"]["calibrated_on"]:
+        oof = line["out_of_fold"]
+        extra = (np.asarray(oof["y"]), np.asarray(oof["pred"]), np.asarray(oof["std"]) * float(line["std_scale"]))
+    q, floor = calibrate(vy, vp, vs, extra)
+    cover = float(np.mean(np.abs(ty - tp) <= q * (ts + floor)))
+    stored = line["interval"]
+    for name, mine, theirs in (("q", q, stored["q"]), ("floor", floor, stored["floor"]),
+                               ("coverage", cover, stored["coverage_test"])):
+        if not np.isclose(mine, theirs, rtol=1e-9, atol=1e-12):
+            raise AssertionError(f"{line['property']} seed {line['seed']}: recomputed {name} {mine} != stored {theirs}")
+    return {"extra": extra, "covered": int(np.sum(np.abs(ty - tp) <= q * (ts + floor))), "n": len(ty),
+            "width": float(np.mean(2 * q * (ts + floor))), "mae": float(np.mean(np.abs(ty - tp)))}
+
+
+def size_floor(line: dict, own: dict) -> dict | None:
+    """The interval with the floor scaled by heavy-atom count, or None where it does not apply."""
+    if not is_extensive(line["property"]) or own["extra"] is not None or "smiles" not in line["val"]:
+        return None
+    vy, vp, vs = arrays(line["val"])
+    ty, tp, ts = arrays(line["test"])
+    nv = np.array([heavy_atoms(s) for s in line["val"]["smiles"]], dtype=float)
+    nt = np.array([heavy_atoms(s) for s in line["test"]["smiles"]], dtype=float)
+    floor = float(np.median(vs))
+    m = float(np.median(nv))
+    from mpa_ase.training.trainer import conformal_quantile
+
+    q = conformal_quantile(np.abs(vy - vp) / np.clip(vs + floor * nv / m, 1e-12, None), LEVEL)
+    half = q * (ts + floor * nt / m)
+    return {"covered": int(np.sum(np.abs(ty - tp) <= half)), "n": len(ty), "width": float(np.mean(2 * half))}
+
+
+def exchange(lines: list[dict], own: dict, clusters: bool, draws: int, seed: int) -> tuple[np.ndarray, list]:
+    """Coverage per (draw, property) when validation and test compounds are dealt
+    again (as clusters or as compounds), pooled over seeds; properties sorted."""
+    rng = np.random.default_rng(seed)
+    props = sorted({x["property"] for x in lines})
+    covered, tested = np.zeros((draws, len(props))), np.zeros((draws, len(props)))
+    for line in lines:
+        k = props.index(line["property"])
+        y, p, s = (np.concatenate([a, b]) for a, b in zip(arrays(line["val"]), arrays(line["test"])))
+        n_val, n_test = len(line["val"]["y"]), len(line["test"]["y"])
+        key = "smiles" if "smiles" in line["val"] else "formula"
+        names = line["val"][key] + line["test"][key]
+        groups = defaultdict(list)
+        for i, name in enumerate(names):
+            label = (cluster_key(name if key == "smiles" else None, name if key == "formula" else None,
+                                 line["split_kind"]) if clusters and line["split_kind"] != "random" else i)
+            groups[label].append(i)
+        groups = list(groups.values())
+        extra = own[id(line)]["extra"]
+        for b in range(draws):
+            val, test = [], []
+            for g in (groups[i] for i in rng.permutation(len(groups))):
+                # the side furthest below its size takes the cluster, as the split deals them
+                (val if len(val) / n_val <= len(test) / n_test else test).extend(g)
+            val, test = np.array(val), np.array(test)
+            q, floor = calibrate(y[val], p[val], s[val], extra)
+            covered[b, k] += np.sum(np.abs(y[test] - p[test]) <= q * (s[test] + floor))
+            tested[b, k] += len(test)
+    return covered / tested, props
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--predictions", nargs="+", required=True, help="predictions.jsonl(.gz) files")
+    ap.add_argument("--method", default="mpa_cv")
+    ap.add_argument("--split", default="ood", choices=("ood", "random"))
+    ap.add_argument("--draws", type=int, default=1000)
+    ap.add_argument("--name", default=None)
+    args = ap.parse_args()
+    lines = read_lines(args.predictions, args.method, args.split)
+    if not lines:
+        raise SystemExit(f"no {args.method} heads with intervals on {args.split} splits in {args.predictions}")
+    seeds = sorted({x["seed"] for x in lines})
+    for x in lines:
+        x.setdefault("split_kind", split_kind_of(x))
+    own = {id(x): own_interval(x) for x in lines}
+    by_prop = defaultdict(list)
+    for x in lines:
+        by_prop[x["property"]].append(x)
+    rows = []
+    for prop, group in sorted(by_prop.items()):
+        o = [own[id(x)] for x in group]
+        sized = [size_floor(x, own[id(x)]) for x in group]
+        row = {"property": prop, "split_kind": group[0]["split_kind"], "seeds": len(group),
+               "n_test": sum(r["n"] for r in o), "own_coverage": sum(r["covered"] for r in o) / sum(r["n"] for r in o),
+               "own_width_per_mae": float(np.mean([r["width"] / r["mae"] for r in o]))}
+        if all(r is not None for r in sized):
+            row["size_floor_coverage"] = sum(r["covered"] for r in sized) / sum(r["n"] for r in sized)
+            row["size_floor_width_per_mae"] = float(np.mean([r["width"] / q["mae"] for r, q in zip(sized, o)]))
+        rows.append(row)
+    ex = {}
+    for clusters in (True, False):
+        cov, props = exchange(lines, own, clusters, args.draws, seed=0)
+        inside = ((cov >= BAND[0]) & (cov <= BAND[1])).sum(1)
+        ex["clusters" if clusters else "compounds"] = {
+            "mean_inside": float(inside.mean()), "p05_p95": [float(np.quantile(inside, 0.05)),
+                                                            float(np.quantile(inside, 0.95))],
+            "per_property_p05_p95": {p: [float(np.quantile(cov[:, k], 0.05)), float(np.quantile(cov[:, k], 0.95))]
+                                     for k, p in enumerate(props)}}
+    for r in rows:
+        lo, hi = ex["clusters"]["per_property_p05_p95"][r["property"]]
+        r["exchange_clusters_p05_p95"] = f"{lo:.3f}-{hi:.3f}"
+        lo, hi = ex["compounds"]["per_property_p05_p95"][r["property"]]
+        r["exchange_compounds_p05_p95"] = f"{lo:.3f}-{hi:.3f}"
+
+    def inside(key):
+        return sum(BAND[0] <= r.get(key, r["own_coverage"]) <= BAND[1] for r in rows)
+
+    summary = {
+        "method": args.method, "split": args.split, "seeds": seeds, "properties": len(rows),
+        "own_inside": inside("own_coverage"), "size_floor_inside": inside("size_floor_coverage"),
+        "own_mean_coverage": float(np.mean([r["own_coverage"] for r in rows])),
+        "size_floor_mean_coverage": float(np.mean([r.get("size_floor_coverage", r["own_coverage"]) for r in rows])),
+        "exchange": {k: {kk: vv for kk, vv in v.items() if kk != "per_property_p05_p95"} for k, v in ex.items()},
+        "draws": args.draws,
+    }
+    cols = ["property", "split_kind", "seeds", "n_test", "own_coverage", "own_width_per_mae", "size_floor_coverage",
+            "size_floor_width_per_mae", "exchange_clusters_p05_p95", "exchange_compounds_p05_p95"]
+    c, i = summary["exchange"]["clusters"], summary["exchange"]["compounds"]
+    text = (f"{args.method}, {args.split} seeds {seeds}: properties with 90%-interval test coverage (pooled over "
+            f"seeds) within 85-95%: own interval {summary['own_inside']}/{len(rows)} (mean "
+            f"{100 * summary['own_mean_coverage']:.1f}%), size-scaled floor for extensive targets "
+            f"{summary['size_floor_inside']}/{len(rows)} (mean {100 * summary['size_floor_mean_coverage']:.1f}%). "
+            f"Exactly calibrated intervals, validation and test dealt again ({args.draws} draws): "
+            f"{c['mean_inside']:.1f}/{len(rows)} on average (5-95%: {c['p05_p95'][0]:.0f}-{c['p05_p95'][1]:.0f}) "
+            f"when whole clusters are exchanged, {i['mean_inside']:.1f} ({i['p05_p95'][0]:.0f}-{i['p05_p95'][1]:.0f}) "
+            "when single compounds are. Widths in units of the head's test MAE (mean over seeds).")
+    print(text)
+    name = args.name or f"interval_clusters_{args.split}_{args.method}"
+    write_results(name, rows, text + "\n\n" + format_table(rows, cols), extra={"summary": summary})
+    print(f"written {RESULTS / name}.md")
+
+
+def split_kind_of(line: dict) -> str:
+    """The split kind of lines written before predictions carried it (as mpa_vs_direct.split_cfg)."""
+    if line["split"] == "random":
+        return "random"
+    if line["property"].startswith("element_"):
+        return "periodic_group"
+    return "cluster" if "formula" in line["val"] else "scaffold"
+
+
+if __name__ == "__main__":
+    main()
