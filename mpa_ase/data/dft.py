@@ -99,15 +99,20 @@ def _atoms(d: dict):
     return Atoms([site.specie.symbol for site in s], positions=s.cart_coords, cell=s.lattice.matrix, pbc=True)
 
 
-@functools.lru_cache(maxsize=1)
 def alexandria_entries(pressure_gpa: int) -> tuple[dict, ...]:
     """The entries of the Alexandria PBE structures relaxed at ``pressure_gpa``
     (pymatgen ComputedStructureEntry dicts; read only). The last file read is
     kept, so loaders of one run (band gaps, known structures) parse it once."""
     p = int(pressure_gpa)
-    if p not in PRESSURES_GPA:
+    if p != pressure_gpa or p not in PRESSURES_GPA:  # 25.5 must not read the 25 GPa file
         raise ValueError(f"Alexandria high-pressure set: no data at {pressure_gpa} GPa; available: {PRESSURES_GPA}")
-    path = require_file(shared_data_dir() / "crystals" / "alexandria_high_pressure" / f"P{p:03d}.json.bz2")
+    return _alexandria_file(p)
+
+
+@functools.lru_cache(maxsize=1)
+def _alexandria_file(pressure_gpa: int) -> tuple[dict, ...]:
+    # keyed by the int: lru_cache keys 0 and 0.0 apart, and would parse the file twice
+    path = require_file(shared_data_dir() / "crystals" / "alexandria_high_pressure" / f"P{pressure_gpa:03d}.json.bz2")
     return tuple(json.load(bz2.open(path))["entries"])
 
 
