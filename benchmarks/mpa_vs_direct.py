@@ -59,6 +59,15 @@ mid-training steps). Declared recipe, confirmed on fresh seeds 5-8 (chosen
 before they were run; see PROTOCOL): the same command with ``--seed-list 5,6,7,8
 --methods mpa_cv``. Report: ``--merge runs/mpa_aux1000/records.jsonl
 runs/mpa_main/records.jsonl:_aux300 runs/mpa_abl2/records.jsonl:_aux300``.
+The baselines with equal tuning, fresh OOD seeds 9-19 (random seeds 9-11 with
+``--splits random``), one seed per run: ``OMP_NUM_THREADS=1 python
+benchmarks/mpa_vs_direct.py --threads 1 --splits ood --seed-list 18 --methods
+mpa_cv,direct_cv,ridge --aux-cap 1000 --mid-epochs 20 --ablation-seeds 0 --work
+runs/mpa_fresh_s18`` (1,714 s on 2 cores beside seed 19's run); report:
+``--merge runs/mpa_eqtune/records.jsonl runs/mpa_fresh_s18/records.jsonl
+runs/mpa_fresh_s19/records.jsonl --name mpa_vs_direct_eqtune``, which also
+gathers the runs' per-compound predictions (``predictions.jsonl``, kept since
+session 14) into results/<name>_predictions.jsonl.gz.
 Data: chemicals (handbook data by source), qm9pack, and the shared folder
 (Borlido band gaps, 3DSC, matcalc); see ../shared/DATA.md for citations.
 """
