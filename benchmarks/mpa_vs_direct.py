@@ -59,13 +59,13 @@ mid-training steps). Declared recipe, confirmed on fresh seeds 5-8 (chosen
 before they were run; see PROTOCOL): the same command with ``--seed-list 5,6,7,8
 --methods mpa_cv``. Report: ``--merge runs/mpa_aux1000/records.jsonl
 runs/mpa_main/records.jsonl:_aux300 runs/mpa_abl2/records.jsonl:_aux300``.
-The baselines with equal tuning, fresh OOD seeds 9-19 (random seeds 9-11 with
+The baselines with equal tuning, fresh OOD seeds 9-21 (random seeds 9-11 with
 ``--splits random``), one seed per run: ``OMP_NUM_THREADS=1 python
 benchmarks/mpa_vs_direct.py --threads 1 --splits ood --seed-list 18 --methods
 mpa_cv,direct_cv,ridge --aux-cap 1000 --mid-epochs 20 --ablation-seeds 0 --work
 runs/mpa_fresh_s18`` (1,714 s on 2 cores beside seed 19's run); report:
 ``--merge runs/mpa_eqtune/records.jsonl runs/mpa_fresh_s18/records.jsonl
-runs/mpa_fresh_s19/records.jsonl --name mpa_vs_direct_eqtune``, which also
+runs/mpa_fresh_s19/records.jsonl ... runs/mpa_fresh_s21/records.jsonl --name mpa_vs_direct_eqtune``, which also
 gathers the runs' per-compound predictions (``predictions.jsonl``, kept since
 session 14) into results/<name>_predictions.jsonl.gz.
 Data: chemicals (handbook data by source), qm9pack, and the shared folder
@@ -504,7 +504,8 @@ PROTOCOL = (
     "molecular size (mean +- q (sigma + floor n / median n), n heavy atoms, median over the calibration side) "
     "against the heads' own mean +- q (sigma + floor); (2) how many properties exactly calibrated intervals "
     "would put within 85-95% with these set sizes when whole scaffold clusters (chemical systems, periodic-table "
-    "groups) rather than single compounds are exchanged between validation and test sides."
+    "groups) rather than single compounds are exchanged between validation and test sides. "
+    "Then, nothing changed, fresh OOD seeds 20 and 21 were run with the same command and recipe."
 )
 
 
