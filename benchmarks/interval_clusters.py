@@ -1,9 +1,11 @@
 """How well can 90% intervals hold per property out of distribution, and does a
 size-scaled floor help the extensive targets? From the per-compound predictions
 that mpa_vs_direct.py keeps (results/<name>_predictions.jsonl.gz); nothing is
-retrained. Declared in session 14 before fresh OOD seeds 18 and 19 were run.
+retrained. Declared in session 14 before fresh OOD seeds 18 and 19 were run;
+the reported results pool seeds 18-21 (interval_clusters_ood_*_s18_21.md).
 
-    python benchmarks/interval_clusters.py --predictions benchmarks/results/mpa_vs_direct_fresh_s18_19_predictions.jsonl.gz
+    python benchmarks/interval_clusters.py \
+        --predictions benchmarks/results/mpa_vs_direct_eqtune_predictions.jsonl.gz [--method direct_cv]
 
 First each head's own interval is recomputed from its stored calibration set
 (validation predictions, and the inner CV's out-of-fold ones where fewer than
@@ -45,12 +47,18 @@ LEVEL, BAND = 0.9, (0.85, 0.95)
 
 
 def read_lines(paths: list[str], method: str, split: str) -> list[dict]:
+    """The heads of ``method`` on ``split`` splits; those without an interval
+    (under 10 calibration compounds) are left out, and counted."""
     lines = []
     for path in paths:
         opener = gzip.open if str(path).endswith(".gz") else open
         with opener(path, "rt") as fh:
             lines += [json.loads(t) for t in fh if t.strip()]
-    return [x for x in lines if x["method"] == method and x["split"] == split and x.get("interval")]
+    mine = [x for x in lines if x["method"] == method and x["split"] == split]
+    without = sorted({x["property"] for x in mine if not x.get("interval")})
+    if without:
+        print(f"{len([x for x in mine if not x.get('interval')])} heads without an interval left out: {without}")
+    return [x for x in mine if x.get("interval")]
 
 
 def cluster_key(smiles: str | None, formula: str | None, split_kind: str) -> str:
@@ -85,15 +93,14 @@ def arrays(side: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(np.asarray(side[k], dtype=np.float64) for k in ("y", "pred", "std"))
 
 
-def calibrate(y, pred, scale_base, extra=None) -> tuple[float, float]:
-    """(q, floor) of mean ± q (base + floor) on these compounds (and ``extra``:
-    fixed (y, pred, base) added to the calibration set)."""
-    from mpa_ase.training.trainer import conformal_quantile
+def calibrate(y, pred, std, extra=None) -> tuple[float, float]:
+    """(q, floor) as the heads calibrate, on these compounds and ``extra`` (a fixed
+    (y, pred, std) set added to them: the out-of-fold predictions)."""
+    from mpa_ase.training.trainer import conformal_fit
 
     if extra is not None:
-        y, pred, scale_base = (np.concatenate([a, b]) for a, b in zip((y, pred, scale_base), extra))
-    floor = float(np.median(scale_base))
-    return conformal_quantile(np.abs(y - pred) / np.clip(scale_base + floor, 1e-12, None), LEVEL), floor
+        y, pred, std = (np.concatenate([a, b]) for a, b in zip((y, pred, std), extra))
+    return conformal_fit(y, pred, std, LEVEL)
 
 
 def own_interval(line: dict) -> dict:
@@ -110,7 +117,8 @@ def own_interval(line: dict) -> dict:
     for name, mine, theirs in (("q", q, stored["q"]), ("floor", floor, stored["floor"]),
                                ("coverage", cover, stored["coverage_test"])):
         if not np.isclose(mine, theirs, rtol=1e-9, atol=1e-12):
-            raise AssertionError(f"{line['property']} seed {line['seed']}: recomputed {name} {mine} != stored {theirs}")
+            raise ValueError(f"{line['property']} ({line['method']}, seed {line['seed']}): the stored predictions "
+                             f"give {name} {mine}, the stored interval says {theirs}; the file is not this run's")
     return {"extra": extra, "covered": int(np.sum(np.abs(ty - tp) <= q * (ts + floor))), "n": len(ty),
             "width": float(np.mean(2 * q * (ts + floor))), "mae": float(np.mean(np.abs(ty - tp)))}
 
@@ -142,6 +150,9 @@ def exchange(lines: list[dict], own: dict, clusters: bool, draws: int, seed: int
         k = props.index(line["property"])
         y, p, s = (np.concatenate([a, b]) for a, b in zip(arrays(line["val"]), arrays(line["test"])))
         n_val, n_test = len(line["val"]["y"]), len(line["test"]["y"])
+        if not n_val or not n_test:
+            raise ValueError(f"{line['property']} seed {line['seed']}: a head without a validation or test side "
+                             "cannot be dealt again")
         key = "smiles" if "smiles" in line["val"] else "formula"
         names = line["val"][key] + line["test"][key]
         groups = defaultdict(list)
@@ -171,12 +182,12 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--name", default=None)
     args = ap.parse_args()
+    if args.draws < 1:
+        ap.error(f"--draws {args.draws}: needs at least 1")
     lines = read_lines(args.predictions, args.method, args.split)
     if not lines:
         raise SystemExit(f"no {args.method} heads with intervals on {args.split} splits in {args.predictions}")
     seeds = sorted({x["seed"] for x in lines})
-    for x in lines:
-        x.setdefault("split_kind", split_kind_of(x))
     own = {id(x): own_interval(x) for x in lines}
     by_prop = defaultdict(list)
     for x in lines:
@@ -233,15 +244,6 @@ def main() -> None:
     name = args.name or f"interval_clusters_{args.split}_{args.method}"
     write_results(name, rows, text + "\n\n" + format_table(rows, cols), extra={"summary": summary})
     print(f"written {RESULTS / name}.md")
-
-
-def split_kind_of(line: dict) -> str:
-    """The split kind of lines written before predictions carried it (as mpa_vs_direct.split_cfg)."""
-    if line["split"] == "random":
-        return "random"
-    if line["property"].startswith("element_"):
-        return "periodic_group"
-    return "cluster" if "formula" in line["val"] else "scaffold"
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ benchmarks/mpa_vs_direct.py --threads 1 --splits ood --seed-list 18 --methods
 mpa_cv,direct_cv,ridge --aux-cap 1000 --mid-epochs 20 --ablation-seeds 0 --work
 runs/mpa_fresh_s18`` (1,714 s on 2 cores beside seed 19's run); report:
 ``--merge runs/mpa_eqtune/records.jsonl runs/mpa_fresh_s18/records.jsonl
-runs/mpa_fresh_s19/records.jsonl ... runs/mpa_fresh_s21/records.jsonl --name mpa_vs_direct_eqtune``, which also
+runs/mpa_fresh_s19/records.jsonl ... runs/mpa_fresh_s21/records.jsonl --name
+mpa_vs_direct_eqtune``, which also
 gathers the runs' per-compound predictions (``predictions.jsonl``, kept since
 session 14) into results/<name>_predictions.jsonl.gz.
 Data: chemicals (handbook data by source), qm9pack, and the shared folder

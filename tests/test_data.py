@@ -254,14 +254,15 @@ def test_alexandria_gaps_keep_every_gapped_structure(shared_data):
     assert sum(s.value == 0 for s in samples) <= 50
     assert len(load_alexandria_gap(metals=0)) == len(gapped)
     for bad, match in (({"metals": -1}, "metals=-1"), ({"pressure_gpa": 10}, "no data at 10 GPa"),
-                       ({"pressure_gpa": 25.5}, "no data at 25.5 GPa")):  # not the 25 GPa file
+                       ({"pressure_gpa": 25.5}, "no data at 25.5 GPa"),  # not the 25 GPa file
+                       ({"pressure_gpa": float("nan")}, "no data at nan GPa")):
         with pytest.raises(ValueError, match=match):
             load_alexandria_gap(**bad)
     # 0 and 0.0 are one file, parsed once (the loaders above all read 0 GPa)
     from mpa_ase.data import dft
 
     dft._alexandria_file.cache_clear()
-    assert dft.alexandria_entries(0) is dft.alexandria_entries(0.0)
+    assert dft.alexandria_entries(0) is dft.alexandria_entries(0.0) is dft.alexandria_entries("0")
     assert dft._alexandria_file.cache_info().misses == 1
 
 

@@ -266,6 +266,12 @@ def test_conformal_quantile_covers_the_level():
         conformal_quantile(calib, 1.0)
     with pytest.raises(ValueError, match="1 are not"):
         conformal_quantile([*calib[:20], np.nan], 0.9)
+    from mpa_ase.training.trainer import conformal_fit
+
+    with pytest.raises(ValueError, match="equal, non-empty y, mean and std .got 3, 3, 2"):
+        conformal_fit([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [0.1, 0.2])
+    with pytest.raises(ValueError, match="got 0, 0, 0"):
+        conformal_fit([], [], [])
 
 
 def test_out_of_fold_calibration_is_checked_and_counted():

@@ -103,8 +103,9 @@ def alexandria_entries(pressure_gpa: int) -> tuple[dict, ...]:
     """The entries of the Alexandria PBE structures relaxed at ``pressure_gpa``
     (pymatgen ComputedStructureEntry dicts; read only). The last file read is
     kept, so loaders of one run (band gaps, known structures) parse it once."""
-    p = int(pressure_gpa)
-    if p != pressure_gpa or p not in PRESSURES_GPA:  # 25.5 must not read the 25 GPa file
+    value = float(pressure_gpa)
+    p = int(value) if np.isfinite(value) else None
+    if p != value or p not in PRESSURES_GPA:  # 25.5 must not read the 25 GPa file
         raise ValueError(f"Alexandria high-pressure set: no data at {pressure_gpa} GPa; available: {PRESSURES_GPA}")
     return _alexandria_file(p)
 

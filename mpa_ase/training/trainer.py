@@ -220,11 +220,21 @@ def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, l
     if bad:
         raise ValueError(f"head {head}: {bad} of {len(y)} calibration predictions or labels are not finite "
                          f"({calibrated_on}); the head or an inner fold diverged, so no interval can be set")
-    floor = float(np.median(std))
-    scale = np.clip(std + floor, 1e-12, None)
-    q = conformal_quantile(np.abs(y - mean) / scale, level)
+    q, floor = conformal_fit(y, mean, std, level)
     h.set_interval(q, level, floor)
     return q, calibrated_on
+
+
+def conformal_fit(y, mean, std, level: float = 0.9) -> tuple[float, float]:
+    """(q, floor) of the interval mean ± q·(std + floor) calibrated on these
+    labels and predictions: the floor is their median std, q the finite-sample
+    ``level`` quantile of |y - mean| / (std + floor)."""
+    y, mean, std = (np.asarray(a, dtype=np.float64) for a in (y, mean, std))
+    if not len(y) == len(mean) == len(std) > 0:
+        raise ValueError(f"conformal_fit needs equal, non-empty y, mean and std "
+                         f"(got {len(y)}, {len(mean)}, {len(std)})")
+    floor = float(np.median(std))
+    return conformal_quantile(np.abs(y - mean) / np.clip(std + floor, 1e-12, None), level), floor
 
 
 def conformal_quantile(scores, level: float) -> float:
