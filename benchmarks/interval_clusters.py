@@ -42,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import RESULTS, format_table, write_results  # noqa: E402
+from mpa_vs_direct import restore_labels  # noqa: E402
 
 LEVEL, BAND = 0.9, (0.85, 0.95)
 
@@ -54,7 +55,7 @@ def read_lines(paths: list[str], method: str, split: str) -> list[dict]:
         opener = gzip.open if str(path).endswith(".gz") else open
         with opener(path, "rt") as fh:
             lines += [json.loads(t) for t in fh if t.strip()]
-    mine = [x for x in lines if x["method"] == method and x["split"] == split]
+    mine = restore_labels([x for x in lines if x["method"] == method and x["split"] == split])
     without = sorted({x["property"] for x in mine if not x.get("interval")})
     if without:
         print(f"{len([x for x in mine if not x.get('interval')])} heads without an interval left out: {without}")

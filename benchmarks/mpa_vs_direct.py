@@ -511,6 +511,48 @@ PROTOCOL = (
 
 
 PREDICTIONS = "predictions.jsonl"  # beside records.jsonl in a run folder
+# targets whose loaders read ../shared/data: their labels stay out of the results file
+# (the data must not be copied into the repository) and are read again by identity
+SHARED_DATA_LOADERS = {"borlido", "3dsc"}
+
+
+def without_shared_labels(line: dict) -> dict:
+    """The prediction line as committed: labels of ../shared/data targets removed."""
+    if dict(TARGETS)[line["property"]]["loader"] not in SHARED_DATA_LOADERS:
+        return line
+    line = copy.deepcopy(line)
+    for part in ("val", "test", "out_of_fold"):
+        if line.get(part):
+            line[part].pop("y", None)
+    line["labels"] = "not stored (../shared/data): restore_labels reads them by identity"
+    return line
+
+
+def restore_labels(lines: list[dict]) -> list[dict]:
+    """Put back, from ../shared/data, the labels :func:`without_shared_labels` removed."""
+    values: dict[str, dict[str, float]] = {}
+    for line in lines:
+        if "labels" not in line:
+            continue
+        task = line["property"]
+        if task not in values:
+            by_id = defaultdict(set)
+            for s in load(dict(TARGETS)[task], 10 ** 6):
+                if s.task == task:
+                    by_id[s.identity].add(s.value)
+            ambiguous = [i for i, v in by_id.items() if len(v) > 1]
+            if ambiguous:
+                raise ValueError(f"{task}: {len(ambiguous)} identities have several labels, e.g. {ambiguous[0]}")
+            values[task] = {i: v.pop() for i, v in by_id.items()}
+        for part in ("val", "test", "out_of_fold"):
+            if line.get(part):
+                missing = [i for i in line[part]["identity"] if i not in values[task]]
+                if missing:
+                    raise ValueError(f"{task}: {len(missing)} {part} identities are not in ../shared/data "
+                                     f"(e.g. {missing[0]}); the data changed since the run")
+                line[part]["y"] = [values[task][i] for i in line[part]["identity"]]
+        del line["labels"]
+    return lines
 
 
 def prediction_line(rec: dict, m: dict, samples, out: Path) -> dict:
@@ -558,13 +600,14 @@ def report(records: list[dict], quick: bool, extra: dict, name: str | None = Non
            predictions: list[dict] | None = None) -> None:
     """results/mpa_vs_direct[_quick].json: the list of records; *_summary.{json,md}:
     per-property table and means with the command; plots; *_predictions.jsonl.gz:
-    the per-compound predictions behind the records, where the runs kept them."""
+    the per-compound predictions behind the records, where the runs kept them
+    (labels from ../shared/data left out: :func:`restore_labels`)."""
     name = name or ("mpa_vs_direct_quick" if quick else "mpa_vs_direct")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(records, indent=1))
     if predictions:
         with gzip.open(RESULTS / f"{name}_predictions.jsonl.gz", "wt") as fh:
-            fh.writelines(json.dumps(p) + "\n" for p in predictions)
+            fh.writelines(json.dumps(without_shared_labels(p)) + "\n" for p in predictions)
     summary = summarise(records)
     if extra.get("protocol"):
         summary["table"] = extra["protocol"] + "\n\n" + summary["table"]
