@@ -83,10 +83,14 @@ def heavy_atoms(smiles: str) -> int:
     return mol.GetNumHeavyAtoms()
 
 
-def is_extensive(prop: str) -> bool:
+def is_extensive(line: dict) -> bool:
+    """As the line says (lines written since session 15 carry the head's nature);
+    older lines: as the built-in chemicals table says."""
+    if "extensive" in line:
+        return bool(line["extensive"])
     from mpa_ase.data.molecules import CHEM_PROPERTIES
 
-    spec = CHEM_PROPERTIES.get(prop.split("@")[0])
+    spec = CHEM_PROPERTIES.get(line["property"].split("@")[0])
     return bool(spec and spec.extensive)
 
 
@@ -126,7 +130,7 @@ def own_interval(line: dict) -> dict:
 
 def size_floor(line: dict, own: dict) -> dict | None:
     """The interval with the floor scaled by heavy-atom count, or None where it does not apply."""
-    if not is_extensive(line["property"]) or own["extra"] is not None or "smiles" not in line["val"]:
+    if not is_extensive(line) or own["extra"] is not None or "smiles" not in line["val"]:
         return None
     vy, vp, vs = arrays(line["val"])
     ty, tp, ts = arrays(line["test"])
