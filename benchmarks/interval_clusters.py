@@ -8,19 +8,20 @@ the reported results pool seeds 18-21 (interval_clusters_ood_*_s18_21.md).
         --predictions benchmarks/results/mpa_vs_direct_eqtune_predictions.jsonl.gz [--method direct_cv]
 
 First each head's own interval is recomputed from its stored calibration set
-(validation predictions, and the inner CV's out-of-fold ones where fewer than
-10 validation compounds): q, floor and test coverage must equal the stored
-ones (checked). Then:
+(validation predictions, or those of the calibration set held apart from
+early stopping where the run had one, ``calibration.fraction``; and the inner
+CV's out-of-fold ones where fewer than 10 validation compounds): q, floor and
+test coverage must equal the stored ones (checked). Then:
 
 1. ``size floor``: for extensive targets (enthalpies, entropies, critical
    volume), mean ± q·(σ + floor·n/median n), n the molecule's heavy atoms and
    the median over the calibration side, q recalibrated on that side; other
    targets keep their own interval.
 2. ``exchange``: what exactly calibrated intervals would give with these set
-   sizes. Each head's validation and test compounds are pooled and dealt
+   sizes. Each head's calibration and test compounds are pooled and dealt
    again into sides of the same sizes, B times, as whole clusters of the
    split's kind (scaffolds, chemical systems, periodic-table columns) or as
-   single compounds; q is calibrated on the new validation side (plus the
+   single compounds; q is calibrated on the new calibration side (plus the
    fixed out-of-fold set where the head used one) and coverage counted on the
    new test side, pooled over seeds per property. Exchanging clusters is what
    the OOD split itself does, so its spread of "properties within 85-95%" is
@@ -98,6 +99,12 @@ def arrays(side: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(np.asarray(side[k], dtype=np.float64) for k in ("y", "pred", "std"))
 
 
+def calibration_side(line: dict) -> dict:
+    """The compounds the head was calibrated on: the calibration set held apart
+    from early stopping where the run had one, else the validation side."""
+    return line["cal"] if line.get("cal") else line["val"]
+
+
 def calibrate(y, pred, std, extra=None) -> tuple[float, float]:
     """(q, floor) as the heads calibrate, on these compounds and ``extra`` (a fixed
     (y, pred, std) set added to them: the out-of-fold predictions)."""
@@ -110,7 +117,7 @@ def calibrate(y, pred, std, extra=None) -> tuple[float, float]:
 
 def own_interval(line: dict) -> dict:
     """The head's interval recomputed from the stored calibration set, checked."""
-    vy, vp, vs = arrays(line["val"])
+    vy, vp, vs = arrays(calibration_side(line))
     ty, tp, ts = arrays(line["test"])
     extra = None
     if "out-of-fold" in line["interval"]["calibrated_on"]:
@@ -130,11 +137,12 @@ def own_interval(line: dict) -> dict:
 
 def size_floor(line: dict, own: dict) -> dict | None:
     """The interval with the floor scaled by heavy-atom count, or None where it does not apply."""
-    if not is_extensive(line) or own["extra"] is not None or "smiles" not in line["val"]:
+    cal = calibration_side(line)
+    if not is_extensive(line) or own["extra"] is not None or "smiles" not in cal:
         return None
-    vy, vp, vs = arrays(line["val"])
+    vy, vp, vs = arrays(cal)
     ty, tp, ts = arrays(line["test"])
-    nv = np.array([heavy_atoms(s) for s in line["val"]["smiles"]], dtype=float)
+    nv = np.array([heavy_atoms(s) for s in cal["smiles"]], dtype=float)
     nt = np.array([heavy_atoms(s) for s in line["test"]["smiles"]], dtype=float)
     floor = float(np.median(vs))
     m = float(np.median(nv))
@@ -153,13 +161,14 @@ def exchange(lines: list[dict], own: dict, clusters: bool, draws: int, seed: int
     covered, tested = np.zeros((draws, len(props))), np.zeros((draws, len(props)))
     for line in lines:
         k = props.index(line["property"])
-        y, p, s = (np.concatenate([a, b]) for a, b in zip(arrays(line["val"]), arrays(line["test"])))
-        n_val, n_test = len(line["val"]["y"]), len(line["test"]["y"])
+        cal = calibration_side(line)
+        y, p, s = (np.concatenate([a, b]) for a, b in zip(arrays(cal), arrays(line["test"])))
+        n_val, n_test = len(cal["y"]), len(line["test"]["y"])
         if not n_val or not n_test:
             raise ValueError(f"{line['property']} seed {line['seed']}: a head without a validation or test side "
                              "cannot be dealt again")
-        key = "smiles" if "smiles" in line["val"] else "formula"
-        names = line["val"][key] + line["test"][key]
+        key = "smiles" if "smiles" in cal else "formula"
+        names = cal[key] + line["test"][key]
         groups = defaultdict(list)
         for i, name in enumerate(names):
             label = (cluster_key(name if key == "smiles" else None, name if key == "formula" else None,

@@ -434,6 +434,58 @@ def test_small_validation_side_is_calibrated_with_inner_cv_out_of_fold_predictio
     assert f"{m['n_val']} validation compounds, fewer than 10 (with head_init: cv" in caplog.text
 
 
+def test_calibration_set_held_apart_from_early_stopping(runs, tmp_path):
+    """calibration.fraction: that share of the validation side, as whole
+    scaffolds, is set apart; early stopping reads the rest, and the spread and
+    the interval are calibrated on the part set apart only."""
+    import math
+
+    import numpy as np
+
+    from mpa_ase.checkpoint import read_parts
+    from mpa_ase.data import load_source
+    from mpa_ase.validation import stored
+    from mpa_ase.validation.splits import murcko_scaffold
+
+    cfg = {**runs["base"], "split": {"kind": "scaffold", "val": 0.2, "test": 0.2},
+           "optim": {"epochs": 12, "patience": 4}, "output": str(tmp_path / "cal"), "init": runs["pre"]["model"],
+           "target": TARGET, "head_init": "fresh", "calibration": {"fraction": 0.5}}
+    post = run_phase("posttrain", cfg, progress=False)
+    m = post["metrics"][TARGET["task"]]
+    record = stored.read(tmp_path / "cal")["tasks"][TARGET["task"]]
+    v, c = m["val_predictions"], m["cal_predictions"]
+    # the stored split's validation side is divided, nothing added or lost, and the division is stored
+    assert sorted(v["identity"] + c["identity"]) == sorted(record["val"])
+    assert sorted(c["identity"]) == record["calibration"] and record["calibration_fraction"] == 0.5
+    assert m["n_val"] == len(v["identity"]) and m["n_cal"] == len(c["identity"])
+    assert abs(m["n_cal"] - m["n_val"]) <= 0.25 * len(record["val"])
+    # whole scaffolds: no scaffold on both parts
+    smiles = {s.identity: s.smiles for s in load_source(TARGET["data"])}
+    scaffolds = [{murcko_scaffold(smiles[i]) for i in part["identity"]} for part in (v, c)]
+    assert not scaffolds[0] & scaffolds[1]
+    # the interval is calibrated on the part set apart: floor and q recomputed from it by hand
+    interval = m["interval"]
+    assert interval["calibrated_on"] == f"calibration ({m['n_cal']})"
+    cy, cpred, cstd = (np.array(c[k]) for k in ("y", "pred", "std"))
+    floor = float(np.median(cstd))
+    assert interval["floor"] == pytest.approx(floor, rel=1e-12)
+    scores = np.sort(np.abs(cy - cpred) / (cstd + floor))
+    assert interval["q"] == pytest.approx(scores[math.ceil((len(scores) + 1) * interval["level"]) - 1], rel=1e-12)
+    assert interval["coverage_cal"] >= interval["level"]
+    head = read_parts(post["model"])[2][m["head"]]
+    assert float(head.interval_q) == interval["q"]
+    # the spread's scale too: median |z| on the calibration set is a unit Gaussian's
+    z = np.abs(cy - cpred) / cstd
+    assert float(np.median(z)) == pytest.approx(0.6745, rel=1e-6)
+    # early stopping read the other part: its best epoch's validation MAE is that part's MAE
+    best = min(h["val_mae"][TARGET["task"]] for h in post["history"])
+    assert best == pytest.approx(m["val"]["mae"], rel=1e-5)
+    # too small a validation side to divide: calibrated on all of it, as without the option
+    small = {**cfg, "output": str(tmp_path / "cal_small"), "split": {"kind": "scaffold", "val": 0.02, "test": 0.2}}
+    ms = run_phase("posttrain", small, progress=False)["metrics"][TARGET["task"]]
+    assert "n_cal" not in ms and ms["interval"]["calibrated_on"] == f"validation ({ms['n_val']})"
+
+
 def test_finish_ends_an_interrupted_run_with_its_best_weights(runs, tmp_path):
     base = {**runs["base"], "optim": {"epochs": 30, "patience": 100}, "init": runs["mid"]["model"], "target": TARGET,
             "output": str(tmp_path / "run")}

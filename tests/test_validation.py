@@ -93,3 +93,31 @@ def test_validation_depends_on_nothing_in_training():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             offenders += [f"{path.name}: {n}" for n in names if n.startswith("mpa_ase.training")]
     assert not offenders, offenders
+
+
+def test_split_off_sets_whole_groups_apart():
+    """split_off (a calibration set out of a validation side): whole groups of
+    the split's kind on one side, about the asked share apart, seeded."""
+    from types import SimpleNamespace
+
+    from mpa_ase.validation.splits import murcko_scaffold, split_off
+
+    rings = ["c1ccccc1", "C1CCCCC1", "c1ccncc1", "C1CCOC1", "c1ccsc1", "C1CC1", "c1ccc2ccccc2c1", "C1CCNCC1"]
+    mols = [SimpleNamespace(identity=f"m{k}_{i}", smiles=r + "C" * (i + 1), formula=None, value=float(i))
+            for k, r in enumerate(rings) for i in range(1 + k % 3)] + \
+           [SimpleNamespace(identity=f"a{i}", smiles="C" * (i + 2), formula=None, value=1.0) for i in range(3)]
+    scaffold = {m.identity: murcko_scaffold(m.smiles) for m in mols}
+    aparts = set()
+    for seed in range(6):
+        kept, apart = split_off(mols, "scaffold", 0.5, seed=seed)
+        assert kept | apart == {m.identity for m in mols} and not kept & apart
+        assert not {scaffold[i] for i in kept} & {scaffold[i] for i in apart}
+        assert abs(len(apart) - len(mols) / 2) <= 3  # largest group: 3 compounds
+        aparts.add(frozenset(apart))
+    assert len(aparts) > 1
+    assert split_off(mols, "scaffold", 0.5, seed=3) == split_off(mols, "scaffold", 0.5, seed=3)
+    kept, apart = split_off(mols, "random", 0.25, seed=0)
+    assert len(apart) == pytest.approx(0.25 * len(mols), abs=1)
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="fraction"):
+            split_off(mols, "scaffold", bad)

@@ -38,7 +38,7 @@ PHASES = ("pretrain", "midtrain", "posttrain")
 KNOWN_KEYS = {
     "phase", "output", "backbone", "init", "data", "target", "split", "trunk", "head", "optim",
     "cache_dir", "trainable", "head_name", "exclude_target_task", "seed", "head_init", "head_init_top",
-    "head_init_cv", "splits",
+    "head_init_cv", "splits", "calibration",
 }
 def read_config(path_or_dict) -> dict:
     """The config mapping, every key, type and range checked (see
@@ -369,6 +369,10 @@ def prepare_tasks(cfg: HeadPhaseConfig, phase: str, model: PhaseModel, tasks: di
                 prepared.records[task] = draw_split(samples, cfg.raw)
             train, val, test = (stored.apply(samples, prepared.records[task], task) if task in prepared.records
                                 else (samples, [], []))
+            val, cal = hold_calibration_apart(cfg, task, val, prepared.records.get(task))
+            if cal:
+                prepared.records[task] = {**prepared.records[task], "calibration_fraction": cfg.calibration.fraction,
+                                          "calibration": sorted({s.identity for s in cal})}
             start = HeadStart(cfg, task, name, meta, model.backbone.embedding_dim, head_cfg, model.trunk, cache,
                               model.heads)
             head_init, top = cfg.head_init, cfg.head_init_top
@@ -384,23 +388,49 @@ def prepare_tasks(cfg: HeadPhaseConfig, phase: str, model: PhaseModel, tasks: di
             prepared.heads[name], described = start.make(head_init, top, train, f"{task} ({meta['kind']})")
             if described is not None:
                 prepared.head_inits[task] = described
-            prepared.data[task] = TaskData(name, train, val, test)
+            prepared.data[task] = TaskData(name, train, val, test, cal)
     return prepared
+
+
+def hold_calibration_apart(cfg: HeadPhaseConfig, task: str, val: list, record: dict | None) -> tuple[list, list]:
+    """(validation for early stopping, calibration set): ``calibration.fraction``
+    of ``val`` set apart as whole groups of the split's kind (see
+    :func:`~mpa_ase.validation.splits.split_off`), seeded by the config's seed.
+    Both parts need 10 compounds (an interval needs 10 scores); otherwise the
+    head is calibrated on the whole validation side, as without the option, and
+    a warning says so."""
+    fraction = cfg.calibration.fraction
+    if not fraction or not val:
+        return val, []
+    if record is None:
+        raise ValueError(f"{task}: calibration.fraction needs the task's split record (its kind)")
+    if round(fraction * len(val)) < MIN_CALIBRATION or round((1 - fraction) * len(val)) < MIN_CALIBRATION:
+        log.warning("%s: %d validation compounds are too few to set %.0f%% apart for calibration (each part "
+                    "needs %d); calibrated on the validation side early stopping reads", task, len(val),
+                    100 * fraction, MIN_CALIBRATION)
+        return val, []
+    from mpa_ase.validation.splits import split_off
+
+    kept, apart = split_off(val, record["kind"], fraction, seed=cfg.seed + 2,
+                            **({"threshold": record["threshold"]} if "threshold" in record else {}))
+    return [s for s in val if s.identity in kept], [s for s in val if s.identity in apart]
 
 
 def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dict:
     """Per-task metrics on every side of the split, after calibrating each
     head's spread and its split-conformal interval on the validation side (and
     the inner CV's out-of-fold predictions, when validation is small)."""
-    calibration = {t.head: calibrate(headset, t.head, trainer.batcher, t.val) for t in trainer.tasks.values()}
-    intervals = {t.head: conformal_interval(headset, t.head, trainer.batcher, t.val,
-                                            out_of_fold=prepared.cv_reports.get(task, {}).get("out_of_fold"))
+    calibration = {t.head: calibrate(headset, t.head, trainer.batcher, t.cal or t.val)
+                   for t in trainer.tasks.values()}
+    intervals = {t.head: conformal_interval(headset, t.head, trainer.batcher, t.cal or t.val,
+                                            out_of_fold=prepared.cv_reports.get(task, {}).get("out_of_fold"),
+                                            name="calibration" if t.cal else "validation")
                  for task, t in trainer.tasks.items()}
     metrics = {}
     for task, t in trainer.tasks.items():
         head = headset.heads[t.head]
         evals, predictions = {}, {}
-        for split_name in ("train", "val", "test"):
+        for split_name in ("train", "val", "cal", "test"):
             samples = getattr(t, split_name)
             if samples:
                 predictions[split_name] = predict(headset, t.head, trainer.batcher, samples)
@@ -415,16 +445,17 @@ def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dic
                                  "floor": float(head.interval_floor), "calibrated_on": calibrated_on,
                                  **{f"coverage_{side}": interval_coverage(
                                      head, [s.value for s in getattr(t, side)], *predictions[side])
-                                    if side in predictions else None for side in ("val", "test")}}
+                                    if side in predictions else None for side in ("val", "cal", "test")}}
         metrics[task] = {"head": t.head, "unit": head.unit, "std_scale": calibration[t.head],
-                         "n_train": len(t.train), "n_val": len(t.val), "n_test": len(t.test), **evals}
+                         "n_train": len(t.train), "n_val": len(t.val), "n_test": len(t.test),
+                         **({"n_cal": len(t.cal)} if t.cal else {}), **evals}
         if task in prepared.head_inits:
             metrics[task]["head_init"] = prepared.head_inits[task]
         if task in prepared.cv_reports:
             metrics[task]["head_start_cv"] = {k: v for k, v in prepared.cv_reports[task].items()
                                               if k not in ("key", "out_of_fold")}
         # per compound, so intervals and errors can be audited without the model
-        for side in ("val", "test"):
+        for side in ("val", "cal", "test"):
             if side in predictions:
                 mean, std = predictions[side]
                 metrics[task][f"{side}_predictions"] = {

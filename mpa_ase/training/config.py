@@ -138,6 +138,19 @@ class SplitSection:
 
 
 @dataclass(frozen=True)
+class CalibrationSection:
+    """``fraction`` of the validation side set apart (whole groups of the split's
+    kind) to calibrate the heads' spread and intervals on, so that early stopping
+    never reads it; 0: calibrate on the validation side early stopping used."""
+
+    fraction: float = 0.0
+
+    def __post_init__(self):
+        _need(_is_number(self.fraction) and 0 <= self.fraction < 1, "calibration.fraction",
+              "a fraction in [0, 1)", self.fraction)
+
+
+@dataclass(frozen=True)
 class HeadPhaseConfig:
     """A pretrain/midtrain/posttrain config, typed and checked once when read.
     Sections keep their YAML names; ``raw`` is the mapping as given (what the
@@ -148,6 +161,7 @@ class HeadPhaseConfig:
     trunk: TrunkSection
     head: HeadSection
     split: SplitSection
+    calibration: CalibrationSection
     optim: object  # trainer.OptimConfig
     seed: int
     data: tuple
@@ -164,7 +178,7 @@ class HeadPhaseConfig:
 
         sections = {}
         for name, section_cls in (("backbone", BackboneSection), ("trunk", TrunkSection), ("head", HeadSection),
-                                  ("split", SplitSection)):
+                                  ("split", SplitSection), ("calibration", CalibrationSection)):
             given = cfg.get(name)
             if given is None:
                 given = {}

@@ -80,12 +80,15 @@ class OptimConfig:
 
 @dataclass
 class TaskData:
-    """One task's samples by split; ``head`` names the head trained on it."""
+    """One task's samples by split; ``head`` names the head trained on it.
+    ``cal``: a calibration set held apart from ``val`` (which early stopping
+    reads); empty when the head is calibrated on ``val``."""
 
     head: str
     train: list
     val: list = field(default_factory=list)
     test: list = field(default_factory=list)
+    cal: list = field(default_factory=list)
 
 
 class HeadSet(nn.Module):
@@ -185,7 +188,7 @@ MIN_CALIBRATION = 10  # fewer scores than this give no interval
 
 
 def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, level: float = 0.9,
-                       out_of_fold: dict | None = None) -> tuple[float, str] | None:
+                       out_of_fold: dict | None = None, name: str = "validation") -> tuple[float, str] | None:
     """Split-conformal interval on validation samples: the head's q such that
     mean ± q·(std + floor) covers ``level`` of new data (finite-sample quantile
     of |y - mean| / (std + floor)), the floor being the median std on these
@@ -199,13 +202,15 @@ def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, l
     the fold models' uncalibrated std, as :meth:`HeadStart.choose_by_cv`
     reports them) join the validation ones (cross-conformal): the fold models
     saw less data than the final one, their spread is put on the head's scale.
-    Returns (q, what it was calibrated on), or None with under 10 scores."""
+    ``name`` says what ``samples`` are (the validation side, or a calibration
+    set held apart from early stopping). Returns (q, what it was calibrated
+    on), or None with under 10 scores."""
     h = headset.heads[head]
     if h.problem != "regression":
         return None
     y = np.array([s.value for s in samples], dtype=np.float64)
     mean, std = predict(headset, head, batcher, samples) if len(samples) else (np.zeros(0), np.zeros(0))
-    calibrated_on = f"validation ({len(samples)})"
+    calibrated_on = f"{name} ({len(samples)})"
     if len(samples) < MIN_CALIBRATION and out_of_fold and len(out_of_fold["y"]):
         oof = [np.asarray(out_of_fold[k], dtype=np.float64) for k in ("y", "pred", "std")]
         if len({len(a) for a in oof}) != 1:
@@ -213,7 +218,7 @@ def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, l
                              f"({', '.join(str(len(a)) for a in oof)})")
         y, mean = np.concatenate([y, oof[0]]), np.concatenate([mean, oof[1]])
         std = np.concatenate([std, oof[2] * float(h.std_scale)])
-        calibrated_on = f"validation ({len(samples)}) and inner-CV out-of-fold ({len(oof[0])})"
+        calibrated_on = f"{name} ({len(samples)}) and inner-CV out-of-fold ({len(oof[0])})"
     if len(y) < MIN_CALIBRATION:
         return None
     bad = int(np.sum(~(np.isfinite(y) & np.isfinite(mean) & np.isfinite(std))))
@@ -262,7 +267,7 @@ def data_hash(tasks: dict[str, TaskData]) -> str:
     h = hashlib.sha1()
     for name in sorted(tasks):
         t = tasks[name]
-        for split in ("train", "val", "test"):
+        for split in ("train", "val", "test", "cal"):  # cal is empty unless held apart: old hashes hold
             for s in getattr(t, split):
                 h.update(f"{name}|{split}|{s.identity}|{s.value:.9g}|{','.join(s.keys)}\n".encode())
     return h.hexdigest()

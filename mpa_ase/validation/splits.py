@@ -197,6 +197,39 @@ def split(samples, kind: str = "random", val: float = 0.1, test: float = 0.2, se
     return train_ids, val_ids, test_ids
 
 
+def split_off(samples, kind: str, fraction: float, seed: int = 0,
+              threshold: float = DEFAULT_THRESHOLD) -> tuple[set[str], set[str]]:
+    """Identity sets (kept, apart): about ``fraction`` of ``samples`` set apart
+    as whole groups of the split's ``kind`` (scaffolds, chemical systems,
+    periodic-table columns, redundancy components; single compounds for
+    random and forward splits), drawn in a seeded order, each group to the
+    side furthest below its share. Used to hold a calibration set apart
+    from the validation side that early stopping reads, so that the two
+    never share a scaffold (or system) when the split is out of distribution."""
+    if kind not in SPLITS:
+        raise ValueError(f"unknown split {kind!r}; choose from {SPLITS}")
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction to set apart must be in (0, 1), got {fraction}")
+    groups = _identities(samples)
+    clusters: dict = defaultdict(list)
+    if kind == "redundancy":
+        for i, label in redundancy_clusters(samples, threshold).items():
+            clusters[label].append(i)
+    else:
+        for i in sorted(groups):
+            clusters[i if kind in ("random", "forward") else _group_key(groups[i][0], kind)].append(i)
+    keys = sorted(clusters, key=str)
+    rng = np.random.default_rng(seed)
+    share = {"apart": fraction, "kept": 1 - fraction}
+    sides: dict[str, set] = {"apart": set(), "kept": set()}
+    for k in rng.permutation(len(keys)):
+        members = clusters[keys[k]]
+        total = sum(len(v) for v in sides.values()) + len(members)
+        name = min(sides, key=lambda x: ((len(sides[x]) + len(members)) / (share[x] * total), x))
+        sides[name].update(members)
+    return sides["kept"], sides["apart"]
+
+
 def apply_split(samples, sets) -> tuple[list, list, list]:
     train, val, test = sets
     return ([s for s in samples if s.identity in train], [s for s in samples if s.identity in val],
