@@ -194,11 +194,18 @@ def main() -> None:
     ap.add_argument("--method", default="mpa_cv")
     ap.add_argument("--split", default="ood", choices=("ood", "random"))
     ap.add_argument("--draws", type=int, default=1000)
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds to pool (default: every seed in the files)")
     ap.add_argument("--name", default=None)
     args = ap.parse_args()
     if args.draws < 1:
         ap.error(f"--draws {args.draws}: needs at least 1")
     lines = read_lines(args.predictions, args.method, args.split)
+    if args.seeds:
+        wanted = {int(k) for k in args.seeds.split(",")}
+        missing = wanted - {x["seed"] for x in lines}
+        if missing:
+            ap.error(f"--seeds: no {args.method} heads of seed(s) {sorted(missing)} in {args.predictions}")
+        lines = [x for x in lines if x["seed"] in wanted]
     if not lines:
         raise SystemExit(f"no {args.method} heads with intervals on {args.split} splits in {args.predictions}")
     seeds = sorted({x["seed"] for x in lines})
@@ -250,7 +257,7 @@ def main() -> None:
             f"seeds) within 85-95%: own interval {summary['own_inside']}/{len(rows)} (mean "
             f"{100 * summary['own_mean_coverage']:.1f}%), size-scaled floor for extensive targets "
             f"{summary['size_floor_inside']}/{len(rows)} (mean {100 * summary['size_floor_mean_coverage']:.1f}%). "
-            f"Exactly calibrated intervals, validation and test dealt again ({args.draws} draws): "
+            f"Exactly calibrated intervals, calibration (validation) and test sides dealt again ({args.draws} draws): "
             f"{c['mean_inside']:.1f}/{len(rows)} on average (5-95%: {c['p05_p95'][0]:.0f}-{c['p05_p95'][1]:.0f}) "
             f"when whole clusters are exchanged, {i['mean_inside']:.1f} ({i['p05_p95'][0]:.0f}-{i['p05_p95'][1]:.0f}) "
             "when single compounds are. Widths in units of the head's test MAE (mean over seeds).")
