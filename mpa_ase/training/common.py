@@ -396,24 +396,25 @@ def hold_calibration_apart(cfg: HeadPhaseConfig, task: str, val: list, record: d
     """(validation for early stopping, calibration set): ``calibration.fraction``
     of ``val`` set apart as whole groups of the split's kind (see
     :func:`~mpa_ase.validation.splits.split_off`), seeded by the config's seed.
-    Both parts need 10 compounds (an interval needs 10 scores); otherwise the
-    head is calibrated on the whole validation side, as without the option, and
-    a warning says so."""
+    Both parts, as drawn (whole groups make them uneven), need 10 compounds
+    (an interval needs 10 scores); otherwise the head is calibrated on the
+    whole validation side, as without the option, and a warning says so."""
     fraction = cfg.calibration.fraction
     if not fraction or not val:
         return val, []
     if record is None:
         raise ValueError(f"{task}: calibration.fraction needs the task's split record (its kind)")
-    if round(fraction * len(val)) < MIN_CALIBRATION or round((1 - fraction) * len(val)) < MIN_CALIBRATION:
-        log.warning("%s: %d validation compounds are too few to set %.0f%% apart for calibration (each part "
-                    "needs %d); calibrated on the validation side early stopping reads", task, len(val),
-                    100 * fraction, MIN_CALIBRATION)
-        return val, []
     from mpa_ase.validation.splits import split_off
 
     kept, apart = split_off(val, record["kind"], fraction, seed=cfg.seed + 2,
                             **({"threshold": record["threshold"]} if "threshold" in record else {}))
-    return [s for s in val if s.identity in kept], [s for s in val if s.identity in apart]
+    kept, apart = [s for s in val if s.identity in kept], [s for s in val if s.identity in apart]
+    if min(len(kept), len(apart)) < MIN_CALIBRATION:
+        log.warning("%s: setting %.0f%% of %d validation compounds apart for calibration gave %d and %d (each "
+                    "part needs %d); calibrated on the validation side early stopping reads", task,
+                    100 * fraction, len(val), len(kept), len(apart), MIN_CALIBRATION)
+        return val, []
+    return kept, apart
 
 
 def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dict:

@@ -202,8 +202,9 @@ def split_off(samples, kind: str, fraction: float, seed: int = 0,
     """Identity sets (kept, apart): about ``fraction`` of ``samples`` set apart
     as whole groups of the split's ``kind`` (scaffolds, chemical systems,
     periodic-table columns, redundancy components; single compounds for
-    random and forward splits), drawn in a seeded order, each group to the
-    side furthest below its share. Used to hold a calibration set apart
+    random and forward splits), dealt largest first (ties in a seeded order,
+    so seeds differ) to the side furthest below its share, which keeps the
+    parts close to their shares. Used to hold a calibration set apart
     from the validation side that early stopping reads, so that the two
     never share a scaffold (or system) when the split is out of distribution."""
     if kind not in SPLITS:
@@ -219,14 +220,14 @@ def split_off(samples, kind: str, fraction: float, seed: int = 0,
         for i in sorted(groups):
             clusters[i if kind in ("random", "forward") else _group_key(groups[i][0], kind)].append(i)
     keys = sorted(clusters, key=str)
-    rng = np.random.default_rng(seed)
-    share = {"apart": fraction, "kept": 1 - fraction}
+    keys = [keys[k] for k in np.random.default_rng(seed).permutation(len(keys))]
+    keys.sort(key=lambda k: -len(clusters[k]))  # stable: equal sizes keep the seeded order
+    n = sum(len(v) for v in clusters.values())
+    share = {"apart": fraction * n, "kept": (1 - fraction) * n}
     sides: dict[str, set] = {"apart": set(), "kept": set()}
-    for k in rng.permutation(len(keys)):
-        members = clusters[keys[k]]
-        total = sum(len(v) for v in sides.values()) + len(members)
-        name = min(sides, key=lambda x: ((len(sides[x]) + len(members)) / (share[x] * total), x))
-        sides[name].update(members)
+    for key in keys:
+        name = min(sides, key=lambda x: (len(sides[x]) - share[x], x))
+        sides[name].update(clusters[key])
     return sides["kept"], sides["apart"]
 
 
