@@ -419,8 +419,9 @@ def hold_calibration_apart(cfg: HeadPhaseConfig, task: str, val: list, record: d
 
 def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dict:
     """Per-task metrics on every side of the split, after calibrating each
-    head's spread and its split-conformal interval on the validation side (and
-    the inner CV's out-of-fold predictions, when validation is small)."""
+    head's spread and its split-conformal interval on the calibration set held
+    apart (``calibration.fraction``) or else the validation side (and the inner
+    CV's out-of-fold predictions, when that is small)."""
     calibration = {t.head: calibrate(headset, t.head, trainer.batcher, t.cal or t.val)
                    for t in trainer.tasks.values()}
     intervals = {t.head: conformal_interval(headset, t.head, trainer.batcher, t.cal or t.val,
