@@ -199,9 +199,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.draws < 1:
         ap.error(f"--draws {args.draws}: needs at least 1")
-    lines = read_lines(args.predictions, args.method, args.split)
+    wanted = None
     if args.seeds:
-        wanted = {int(k) for k in args.seeds.split(",")}
+        try:
+            wanted = {int(k) for k in args.seeds.split(",")}
+        except ValueError:
+            ap.error(f"--seeds {args.seeds!r}: give comma-separated integers, e.g. 26,27")
+    lines = read_lines(args.predictions, args.method, args.split)
+    if wanted is not None:
         missing = wanted - {x["seed"] for x in lines}
         if missing:
             ap.error(f"--seeds: no {args.method} heads of seed(s) {sorted(missing)} in {args.predictions}")

@@ -228,7 +228,8 @@ METHODS = {
     # (in the runs below checked on the expected sizes: 26 of 144 divided heads had a part of 5-9).
     # Why: on the validation side early stopping reads, the MAE is lower than on test (validation/test
     # MAE ratio, median over the 176 OOD heads per method with >= 10 validation compounds of seeds
-    # 18-25: mpa_cv 0.85, direct_cv 0.80), so intervals calibrated there fall short on test.
+    # 18-25, the two ../shared/data targets left out: mpa_cv 0.85, direct_cv 0.80), so intervals
+    # calibrated there fall short on test.
     # Tried on the seen OOD seeds 18-19, then on fresh seeds 26-27 (declared secondary): mean
     # coverage up (mpa_cv 87.4 -> 90.5%, 85.9 -> 87.0%), properties within 85-95% not (16 -> 16,
     # 14 -> 12), MAE +3-5% against mpa_cv; not adopted (README, results/mpa_vs_direct_cal_dev_summary.md)

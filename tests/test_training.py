@@ -486,6 +486,30 @@ def test_calibration_set_held_apart_from_early_stopping(runs, tmp_path):
     assert "n_cal" not in ms and ms["interval"]["calibrated_on"] == f"validation ({ms['n_val']})"
 
 
+def test_calibration_part_too_small_as_drawn_falls_back_to_validation(caplog):
+    """Whole scaffolds make the two parts uneven: a part under 10 compounds as
+    drawn (not as expected from the fraction) leaves calibration on the whole
+    validation side, with a warning naming the sizes."""
+    import logging
+    from types import SimpleNamespace
+
+    from mpa_ase.training.common import hold_calibration_apart
+    from mpa_ase.training.config import check_head_phase_config
+
+    cfg = check_head_phase_config({"output": "unused", "calibration": {"fraction": 0.5}})
+    record = {"kind": "scaffold"}
+    mol = lambda i, smi: SimpleNamespace(identity=f"m{i}", smiles=smi, formula=None, value=float(i))  # noqa: E731
+    lumpy = [mol(i, "c1ccccc1" + "C" * (i + 1)) for i in range(14)] + [mol(100 + i, "C1CC1" + "C" * i) for i in range(8)]
+    with caplog.at_level(logging.WARNING, logger="mpa_ase"):
+        val, cal = hold_calibration_apart(cfg, "t", lumpy, record)
+    assert cal == [] and val == lumpy
+    assert "gave 14 and 8" in caplog.text or "gave 8 and 14" in caplog.text
+    even = [mol(i, ring + "C" * (i % 3 + 1)) for i, ring in enumerate(
+        ["c1ccccc1", "C1CCCCC1", "c1ccncc1", "C1CCOC1", "c1ccsc1", "C1CC1", "C1CCNCC1", "c1ccoc1"] * 3)]
+    val, cal = hold_calibration_apart(cfg, "t", even, record)
+    assert len(val) >= 10 and len(cal) >= 10 and sorted(s.identity for s in val + cal) == sorted(s.identity for s in even)
+
+
 def test_finish_ends_an_interrupted_run_with_its_best_weights(runs, tmp_path):
     base = {**runs["base"], "optim": {"epochs": 30, "patience": 100}, "init": runs["mid"]["model"], "target": TARGET,
             "output": str(tmp_path / "run")}

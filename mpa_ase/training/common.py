@@ -406,6 +406,7 @@ def hold_calibration_apart(cfg: HeadPhaseConfig, task: str, val: list, record: d
         raise ValueError(f"{task}: calibration.fraction needs the task's split record (its kind)")
     from mpa_ase.validation.splits import split_off
 
+    # seed + 1 starts the heads; a stream of its own here, so the division does not move them
     kept, apart = split_off(val, record["kind"], fraction, seed=cfg.seed + 2,
                             **({"threshold": record["threshold"]} if "threshold" in record else {}))
     kept, apart = [s for s in val if s.identity in kept], [s for s in val if s.identity in apart]

@@ -132,6 +132,20 @@ def _group_key(sample, kind: str) -> str:
     return sample.identity
 
 
+def _clusters(samples, groups: dict, kind: str, threshold: float) -> dict:
+    """Group label -> identities (sorted) that a split of this kind keeps together:
+    redundancy components, scaffolds, chemical systems, periodic-table columns;
+    each identity alone for random and forward splits."""
+    clusters: dict = defaultdict(list)
+    if kind == "redundancy":
+        for i, label in redundancy_clusters(samples, threshold).items():
+            clusters[label].append(i)
+    else:
+        for i in sorted(groups):
+            clusters[i if kind in ("random", "forward") else _group_key(groups[i][0], kind)].append(i)
+    return clusters
+
+
 def split(samples, kind: str = "random", val: float = 0.1, test: float = 0.2, seed: int = 0,
           threshold: float = DEFAULT_THRESHOLD) -> tuple[set[str], set[str], set[str]]:
     """Identity sets (train, val, test).
@@ -164,13 +178,7 @@ def split(samples, kind: str = "random", val: float = 0.1, test: float = 0.2, se
         order = sorted(ids, key=lambda i: (value[i], i))
         n_test, n_val = round(test * n), round(val * n)
         return set(order[:n - n_test - n_val]), set(order[n - n_test - n_val:n - n_test]), set(order[n - n_test:])
-    clusters: dict = defaultdict(list)
-    if kind == "redundancy":
-        for i, label in redundancy_clusters(samples, threshold).items():
-            clusters[label].append(i)
-    else:
-        for i in ids:
-            clusters[_group_key(groups[i][0], kind)].append(i)
+    clusters = _clusters(samples, groups, kind, threshold)
     keys = sorted(clusters)
     # held-out clusters are drawn small ones first in a seeded order, so the
     # big generic clusters (e.g. acyclic molecules) stay in training; each
@@ -211,14 +219,7 @@ def split_off(samples, kind: str, fraction: float, seed: int = 0,
         raise ValueError(f"unknown split {kind!r}; choose from {SPLITS}")
     if not 0 < fraction < 1:
         raise ValueError(f"fraction to set apart must be in (0, 1), got {fraction}")
-    groups = _identities(samples)
-    clusters: dict = defaultdict(list)
-    if kind == "redundancy":
-        for i, label in redundancy_clusters(samples, threshold).items():
-            clusters[label].append(i)
-    else:
-        for i in sorted(groups):
-            clusters[i if kind in ("random", "forward") else _group_key(groups[i][0], kind)].append(i)
+    clusters = _clusters(samples, _identities(samples), kind, threshold)
     keys = sorted(clusters, key=str)
     keys = [keys[k] for k in np.random.default_rng(seed).permutation(len(keys))]
     keys.sort(key=lambda k: -len(clusters[k]))  # stable: equal sizes keep the seeded order
