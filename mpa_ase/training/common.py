@@ -28,8 +28,9 @@ from mpa_ase.training.embeddings import EmbeddingCache
 from mpa_ase.training.head_start import (DEFAULT_HEAD_INIT_TOP, choose_sources, cv_options, describe_candidate, init_from_head, inner_folds,
                                          select_by_cv)
 from mpa_ase.training.rng import seeded
-from mpa_ase.training.trainer import (MIN_CALIBRATION, HeadSet, OptimConfig, TaskData, Trainer, calibrate,
-                                      conformal_interval, data_hash, interval_coverage, predict)
+from mpa_ase.training.trainer import (INTERVAL_LEVEL, MIN_CALIBRATION, HeadSet, OptimConfig, TaskData, Trainer,
+                                      calibrate, conformal_interval, data_hash, interval_coverage, predict,
+                                      set_conformal_interval, set_spread_scale)
 from mpa_ase.validation import stored
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,8 @@ class HeadStart:
 
     def fold_predict(self, candidate: dict, fit, val, held) -> tuple[np.ndarray, np.ndarray]:
         """Mean and ensemble spread on ``held`` of one candidate start trained on
-        one inner fold (a throwaway copy of the trunk; the spread uncalibrated)."""
+        ``fit`` with early stopping on ``val`` (an inner fold, or a cross-fit
+        half; a throwaway copy of the trunk; the spread uncalibrated)."""
         fold_trunk = copy.deepcopy(self.trunk)
         with seeded(self.cfg.seed + 1):
             head, _ = self.make(candidate["head_init"], candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP), fit,
@@ -300,6 +302,7 @@ class PreparedTasks:
     cv_reports: dict = field(default_factory=dict)  # task -> inner-CV report
     records: dict = field(default_factory=dict)  # task -> stored split record
     chosen: dict | None = None  # the head-start candidate chosen by inner CV, if any
+    cross_fit: dict = field(default_factory=dict)  # task -> (HeadStart, candidate, the validation halves)
 
 
 def train_and_write(cfg: dict, phase: str, model: PhaseModel, tasks: dict[str, list],
@@ -330,7 +333,9 @@ def train_and_write(cfg: dict, phase: str, model: PhaseModel, tasks: dict[str, l
     result = trainer.fit(stop_after=run.stop_after, resume=run.resume, finish=run.finish)
     if not result["finished"]:
         return {"finished": False, "output": str(out)}
-    metrics = evaluate(headset, trainer, prepared)
+    cross = {task: cross_fit_predictions(prepared, task, t, progress=run.progress)
+             for task, t in trainer.tasks.items() if task in prepared.cross_fit}
+    metrics = evaluate(headset, trainer, prepared, cross)
     for task, t in trainer.tasks.items():
         stamp_domain(prepared.heads[t.head], task, t)
     meta = {"phase": phase, "config": dict(cfg), "data_hash": data_hash(trainer.tasks), "history": result["history"],
@@ -354,6 +359,9 @@ def prepare_tasks(cfg: HeadPhaseConfig, phase: str, model: PhaseModel, tasks: di
     if run.members is not None:
         head_cfg.setdefault("members", run.members)
     stored_splits = run.stored_splits or {}
+    if cfg.calibration.cross_fit and len(tasks) != 1:
+        raise ValueError(f"calibration.cross_fit calibrates the head of one target task (post-training); this run "
+                         f"has {len(tasks)} tasks")
     prepared = PreparedTasks()
     with seeded(cfg.seed + 1):  # heads start the same in every run of this seed
         for task, samples in sorted(tasks.items()):
@@ -389,6 +397,12 @@ def prepare_tasks(cfg: HeadPhaseConfig, phase: str, model: PhaseModel, tasks: di
             if described is not None:
                 prepared.head_inits[task] = described
             prepared.data[task] = TaskData(name, train, val, test, cal)
+            halves = cross_fit_halves(cfg, task, val, prepared.records.get(task))
+            if halves:
+                prepared.records[task] = {**prepared.records[task],
+                                          "cross_fit_halves": [sorted({s.identity for s in h}) for h in halves]}
+                prepared.cross_fit[task] = (start, prepared.chosen or {"head_init": head_init, "head_init_top": top},
+                                            halves)
     return prepared
 
 
@@ -418,17 +432,68 @@ def hold_calibration_apart(cfg: HeadPhaseConfig, task: str, val: list, record: d
     return kept, apart
 
 
-def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dict:
+def cross_fit_halves(cfg: HeadPhaseConfig, task: str, val: list, record: dict | None) -> tuple[list, list] | None:
+    """The validation side in two halves of whole groups of the split's kind (as
+    :func:`hold_calibration_apart` divides it) for ``calibration.cross_fit``;
+    None (and a warning) when either half has under 5 compounds, as then a copy
+    stopped on it is no guide: the head is calibrated on the validation side."""
+    if not cfg.calibration.cross_fit or not val:
+        return None
+    if record is None:
+        raise ValueError(f"{task}: calibration.cross_fit needs the task's split record (its kind)")
+    from mpa_ase.validation.splits import split_off
+
+    a, b = split_off(val, record["kind"], 0.5, seed=cfg.seed + 2,
+                     **({"threshold": record["threshold"]} if "threshold" in record else {}))
+    a, b = [s for s in val if s.identity in a], [s for s in val if s.identity in b]
+    if min(len(a), len(b)) < MIN_CALIBRATION // 2:
+        log.warning("%s: the %d validation compounds fell into halves of %d and %d for cross-fit calibration (each "
+                    "needs %d); calibrated on the validation side early stopping reads", task, len(val), len(a),
+                    len(b), MIN_CALIBRATION // 2)
+        return None
+    return a, b
+
+
+def cross_fit_predictions(prepared: PreparedTasks, task: str, t: TaskData, progress: bool = True) -> dict:
+    """Each validation half predicted by a copy of the head trained as the final
+    one was (same start, candidate, seeds and training side) but with early
+    stopping on the other half: errors the epoch choice did not see, for the
+    whole validation side. The spread is the copies' own, uncalibrated."""
+    start, candidate, halves = prepared.cross_fit[task]
+    out: dict = {"identity": [], "y": [], "pred": [], "std": [], "half": []}
+    for k in tqdm(range(2), desc=f"{task}: cross-fit calibration", disable=not progress):
+        stop, held = halves[1 - k], halves[k]
+        mean, std = start.fold_predict(candidate, t.train, stop, held)
+        out["identity"] += [s.identity for s in held]
+        out["y"] += [float(s.value) for s in held]
+        out["pred"] += [float(x) for x in mean]
+        out["std"] += [float(x) for x in std]
+        out["half"] += [k] * len(held)
+    return out
+
+
+def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks, cross_fit: dict | None = None) -> dict:
     """Per-task metrics on every side of the split, after calibrating each
-    head's spread and its split-conformal interval on the calibration set held
-    apart (``calibration.fraction``) or else the validation side (and the inner
-    CV's out-of-fold predictions, when that is small)."""
-    calibration = {t.head: calibrate(headset, t.head, trainer.batcher, t.cal or t.val)
-                   for t in trainer.tasks.values()}
-    intervals = {t.head: conformal_interval(headset, t.head, trainer.batcher, t.cal or t.val,
-                                            out_of_fold=prepared.cv_reports.get(task, {}).get("out_of_fold"),
-                                            name="calibration" if t.cal else "validation")
-                 for task, t in trainer.tasks.items()}
+    head's spread and its split-conformal interval on the cross-fit predictions
+    of the validation side (``cross_fit``: task -> :func:`cross_fit_predictions`),
+    the calibration set held apart (``calibration.fraction``), or else the
+    validation side (and the inner CV's out-of-fold predictions, when that is small)."""
+    cross_fit = cross_fit or {}
+    calibration, intervals = {}, {}
+    for task, t in trainer.tasks.items():
+        if task in cross_fit:
+            x = cross_fit[task]
+            h = headset.heads[t.head]
+            y, pred, std = (np.asarray(x[k], dtype=np.float64) for k in ("y", "pred", "std"))
+            calibration[t.head] = set_spread_scale(h, y, pred, std) if len(h.members) >= 2 else 1.0
+            sizes = [x["half"].count(k) for k in (0, 1)]
+            intervals[t.head] = set_conformal_interval(h, y, pred, std * calibration[t.head], INTERVAL_LEVEL,
+                                                       f"validation, cross-fit ({sizes[0]} + {sizes[1]})")
+            continue
+        calibration[t.head] = calibrate(headset, t.head, trainer.batcher, t.cal or t.val)
+        intervals[t.head] = conformal_interval(headset, t.head, trainer.batcher, t.cal or t.val,
+                                               out_of_fold=prepared.cv_reports.get(task, {}).get("out_of_fold"),
+                                               name="calibration" if t.cal else "validation")
     metrics = {}
     for task, t in trainer.tasks.items():
         head = headset.heads[t.head]
@@ -452,6 +517,8 @@ def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks) -> dic
         metrics[task] = {"head": t.head, "unit": head.unit, "std_scale": calibration[t.head],
                          "n_train": len(t.train), "n_val": len(t.val), "n_test": len(t.test),
                          **({"n_cal": len(t.cal)} if t.cal else {}), **evals}
+        if task in cross_fit:
+            metrics[task]["crossfit_predictions"] = cross_fit[task]
         if task in prepared.head_inits:
             metrics[task]["head_init"] = prepared.head_inits[task]
         if task in prepared.cv_reports:

@@ -139,15 +139,26 @@ class SplitSection:
 
 @dataclass(frozen=True)
 class CalibrationSection:
-    """``fraction`` of the validation side set apart (whole groups of the split's
-    kind) to calibrate the heads' spread and intervals on, so that early stopping
-    never reads it; 0: calibrate on the validation side early stopping used."""
+    """Where the heads' spread and intervals are calibrated, so that the data
+    early stopping chose the epoch on does not make them too narrow.
+
+    ``fraction``: that share of the validation side set apart (whole groups of
+    the split's kind), never read by early stopping. ``cross_fit``: the
+    validation side in two halves (whole groups); a copy of the head trained
+    with early stopping on one half predicts the other, and those predictions of
+    the whole side calibrate the final head (two more fits; post-training of
+    one target). Neither: calibrate on the validation side early stopping used."""
 
     fraction: float = 0.0
+    cross_fit: bool = False
 
     def __post_init__(self):
         _need(_is_number(self.fraction) and 0 <= self.fraction < 1, "calibration.fraction",
               "a fraction in [0, 1)", self.fraction)
+        _need(isinstance(self.cross_fit, bool), "calibration.cross_fit", "true or false", self.cross_fit)
+        if self.cross_fit and self.fraction:
+            raise ValueError("calibration: cross_fit calibrates on the whole validation side and fraction sets "
+                             "part of it apart; choose one")
 
 
 @dataclass(frozen=True)

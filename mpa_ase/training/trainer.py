@@ -176,18 +176,23 @@ def calibrate(headset: HeadSet, head: str, batcher: Batcher, samples) -> float:
         return 1.0
     h.std_scale.fill_(1.0)
     mean, std = predict(headset, head, batcher, samples)
-    y = np.array([s.value for s in samples])
-    z = np.abs(y - mean) / np.clip(std, 1e-12, None)
+    return set_spread_scale(h, [s.value for s in samples], mean, std)
+
+
+def set_spread_scale(h, y, mean, std) -> float:
+    """Set the head's spread scale from labels and predictions with the
+    uncalibrated spread ``std`` (median |z| = 0.6745); returns it."""
+    z = np.abs(np.asarray(y, dtype=np.float64) - mean) / np.clip(std, 1e-12, None)
     factor = float(np.median(z) / 0.6745)
-    if np.isfinite(factor) and factor > 0:
-        h.std_scale.fill_(factor)
+    h.std_scale.fill_(factor if np.isfinite(factor) and factor > 0 else 1.0)
     return float(h.std_scale)
 
 
 MIN_CALIBRATION = 10  # fewer scores than this give no interval
+INTERVAL_LEVEL = 0.9  # the heads' documented interval level
 
 
-def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, level: float = 0.9,
+def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, level: float = INTERVAL_LEVEL,
                        out_of_fold: dict | None = None, name: str = "validation") -> tuple[float, str] | None:
     """Split-conformal interval on validation samples: the head's q such that
     mean ± q·(std + floor) covers ``level`` of new data (finite-sample quantile
@@ -219,12 +224,19 @@ def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, l
         y, mean = np.concatenate([y, oof[0]]), np.concatenate([mean, oof[1]])
         std = np.concatenate([std, oof[2] * float(h.std_scale)])
         calibrated_on = f"{name} ({len(samples)}) and inner-CV out-of-fold ({len(oof[0])})"
+    return set_conformal_interval(h, y, mean, std, level, calibrated_on)
+
+
+def set_conformal_interval(h, y, mean, std, level: float, calibrated_on: str) -> tuple[float, str] | None:
+    """Fit the head's split-conformal interval (:func:`conformal_fit`) to labels and
+    predictions with the head's calibrated spread; None with under 10 scores."""
+    y, mean, std = (np.asarray(a, dtype=np.float64) for a in (y, mean, std))
     if len(y) < MIN_CALIBRATION:
         return None
     bad = int(np.sum(~(np.isfinite(y) & np.isfinite(mean) & np.isfinite(std))))
     if bad:
-        raise ValueError(f"head {head}: {bad} of {len(y)} calibration predictions or labels are not finite "
-                         f"({calibrated_on}); the head or an inner fold diverged, so no interval can be set")
+        raise ValueError(f"head {h.name}: {bad} of {len(y)} calibration predictions or labels are not finite "
+                         f"({calibrated_on}); the head or a fold diverged, so no interval can be set")
     q, floor = conformal_fit(y, mean, std, level)
     h.set_interval(q, level, floor)
     return q, calibrated_on
