@@ -84,11 +84,15 @@ def main() -> None:
         sides = {"validation (early stopping)": line["val"]}
         if line.get("cal"):
             sides["calibration set apart"] = line["cal"]
+        if line.get("crossfit"):  # the copies' predictions, not the head's: the observed ratio only
+            sides["cross-fit (copy stopped on the other half)"] = line["crossfit"]
         for what, side in sides.items():
             if len(side["y"]) < MIN_SIDE:
                 continue
             for seed in (line["seed"], "all"):
                 by[(line["method"], what, seed)]["observed"].append(mae_ratio(side, line["test"]))
+            if what.startswith("cross-fit"):
+                continue
             by[(line["method"], what, "all")]["clusters"].append(exchanged(line, side, True, rng))
             by[(line["method"], what, "all")]["compounds"].append(exchanged(line, side, False, rng))
     rows = []

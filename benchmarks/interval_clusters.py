@@ -100,9 +100,20 @@ def arrays(side: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def calibration_side(line: dict) -> dict:
-    """The compounds the head was calibrated on: the calibration set held apart
-    from early stopping where the run had one, else the validation side."""
+    """The predictions the head was calibrated on: the cross-fit predictions of
+    the validation side (their spread put on the head's scale) where the run
+    made them, the calibration set held apart from early stopping where it had
+    one, else the validation side."""
+    if line.get("crossfit"):
+        x = line["crossfit"]
+        return {**x, "std": [v * float(line["std_scale"]) for v in x["std"]]}
     return line["cal"] if line.get("cal") else line["val"]
+
+
+def exchange_side(line: dict) -> dict:
+    """The side dealt again with the test side: the head's own predictions of
+    the compounds it was calibrated on (the validation side, for cross-fit)."""
+    return line["val"] if line.get("crossfit") else calibration_side(line)
 
 
 def calibrate(y, pred, std, extra=None) -> tuple[float, float]:
@@ -161,7 +172,7 @@ def exchange(lines: list[dict], own: dict, clusters: bool, draws: int, seed: int
     covered, tested = np.zeros((draws, len(props))), np.zeros((draws, len(props)))
     for line in lines:
         k = props.index(line["property"])
-        cal = calibration_side(line)
+        cal = exchange_side(line)
         y, p, s = (np.concatenate([a, b]) for a, b in zip(arrays(cal), arrays(line["test"])))
         n_val, n_test = len(cal["y"]), len(line["test"]["y"])
         if not n_val or not n_test:
