@@ -487,10 +487,10 @@ def test_calibration_set_held_apart_from_early_stopping(runs, tmp_path):
 
 
 def test_cross_fit_calibration_on_the_whole_validation_side(runs, tmp_path, caplog):
-    """calibration.cross_fit: each validation half is predicted by a copy of the
-    head stopped on the other half, and those predictions of the whole side set
-    the spread's scale and the interval; the final head itself is the one the
-    run trains without the option."""
+    """calibration.cross_fit: each validation fold (whole scaffolds) is
+    predicted by a copy of the head stopped on the other folds, and those
+    errors over the final head's spread set the spread's scale and the
+    interval; the final head itself is the one the run trains without it."""
     import logging
     import math
 
@@ -505,48 +505,52 @@ def test_cross_fit_calibration_on_the_whole_validation_side(runs, tmp_path, capl
            "optim": {"epochs": 12, "patience": 4}, "output": str(tmp_path / "plain"), "init": runs["pre"]["model"],
            "target": TARGET, "head_init": "fresh"}
     plain = run_phase("posttrain", cfg, progress=False)["metrics"][TARGET["task"]]
-    xcfg = {**cfg, "output": str(tmp_path / "xfit"), "calibration": {"cross_fit": True}}
+    xcfg = {**cfg, "output": str(tmp_path / "xfit"), "calibration": {"cross_fit": True, "cross_fit_folds": 3}}
     post = run_phase("posttrain", xcfg, progress=False)
     m = post["metrics"][TARGET["task"]]
     # the final head is untouched: its predictions are the plain run's, bit for bit
     assert m["test_predictions"]["pred"] == plain["test_predictions"]["pred"]
     assert m["val"]["mae"] == plain["val"]["mae"]
-    # every validation compound is predicted once, by the copy stopped on the half it is not in
+    # every validation compound is predicted once, by the copy stopped on the folds it is not in
     record = stored.read(tmp_path / "xfit")["tasks"][TARGET["task"]]
-    x = m["crossfit_predictions"]
-    assert sorted(x["identity"]) == sorted(record["val"]) == sorted(m["val_predictions"]["identity"])
-    halves = [sorted(i for i, h in zip(x["identity"], x["half"]) if h == k) for k in (0, 1)]
-    assert halves == record["cross_fit_halves"]
-    assert min(len(h) for h in halves) >= 5 and abs(len(halves[0]) - len(halves[1])) <= 0.25 * len(record["val"])
+    x, v = m["crossfit_predictions"], m["val_predictions"]
+    assert sorted(x["identity"]) == sorted(record["val"]) == sorted(v["identity"])
+    assert [v["identity"][i] for i in x["index"]] == x["identity"]
+    folds = [sorted(i for i, f in zip(x["identity"], x["fold"]) if f == k) for k in range(3)]
+    assert folds == record["cross_fit_folds"]
+    assert max(map(len, folds)) - min(map(len, folds)) <= 0.2 * len(record["val"])
     smiles = {s.identity: s.smiles for s in load_source(TARGET["data"])}
-    assert not {murcko_scaffold(smiles[i]) for i in halves[0]} & {murcko_scaffold(smiles[i]) for i in halves[1]}
+    scaffolds = [{murcko_scaffold(smiles[i]) for i in f} for f in folds]
+    assert not (scaffolds[0] & scaffolds[1] or scaffolds[0] & scaffolds[2] or scaffolds[1] & scaffolds[2])
     # the copies are not the final head: stopped elsewhere, they predict the validation side differently
-    final = dict(zip(m["val_predictions"]["identity"], m["val_predictions"]["pred"]))
-    assert any(abs(final[i] - p) > 1e-9 for i, p in zip(x["identity"], x["pred"]))
-    # scale and interval recomputed by hand from the cross-fit predictions
-    y, pred, std = (np.array(x[k]) for k in ("y", "pred", "std"))
-    z = np.abs(y - pred) / std
-    assert m["std_scale"] == pytest.approx(float(np.median(z)) / 0.6745, rel=1e-12)
+    assert any(abs(v["pred"][i] - p) > 1e-9 for i, p in zip(x["index"], x["pred"]))
+    # scale and interval recomputed by hand: the copies' errors over the final head's spread
+    y, pred = np.array(x["y"]), np.array(x["pred"])
+    std = np.array(v["std"])[x["index"]] / m["std_scale"]
+    assert m["std_scale"] == pytest.approx(float(np.median(np.abs(y - pred) / std)) / 0.6745, rel=1e-9)
     std = std * m["std_scale"]
     interval = m["interval"]
-    assert interval["calibrated_on"] == f"validation, cross-fit ({len(halves[0])} + {len(halves[1])})"
+    assert interval["calibrated_on"] == "validation, cross-fit ({})".format(" + ".join(
+        str(x["fold"].count(k)) for k in range(3)))
     floor = float(np.median(std))
-    assert interval["floor"] == pytest.approx(floor, rel=1e-12)
+    assert interval["floor"] == pytest.approx(floor, rel=1e-9)
     scores = np.sort(np.abs(y - pred) / (std + floor))
-    assert interval["q"] == pytest.approx(scores[math.ceil((len(scores) + 1) * interval["level"]) - 1], rel=1e-12)
+    assert interval["q"] == pytest.approx(scores[math.ceil((len(scores) + 1) * interval["level"]) - 1], rel=1e-9)
     head = read_parts(post["model"])[2][m["head"]]
     assert float(head.interval_q) == pytest.approx(interval["q"]) and float(head.std_scale) == pytest.approx(m["std_scale"])
-    # too small a validation side to halve: calibrated on all of it, as without the option, and said
+    # too small a validation side: calibrated as without the option, and said
     small = {**xcfg, "output": str(tmp_path / "xfit_small"), "split": {"kind": "scaffold", "val": 0.007, "test": 0.2}}
     with caplog.at_level(logging.WARNING, logger="mpa_ase"):
         ms = run_phase("posttrain", small, progress=False)["metrics"][TARGET["task"]]
     assert 0 < ms["n_val"] < 10 and "crossfit_predictions" not in ms
-    assert "cross-fit calibration (each needs 5)" in caplog.text
+    assert "cannot make 3 cross-fit folds" in caplog.text
     # one option or the other, and only for one target task
     with pytest.raises(ValueError, match="choose one"):
         run_phase("posttrain", {**xcfg, "calibration": {"cross_fit": True, "fraction": 0.5}}, progress=False)
     with pytest.raises(ValueError, match="calibration.cross_fit must be true or false"):
         run_phase("posttrain", {**xcfg, "calibration": {"cross_fit": "yes"}}, progress=False)
+    with pytest.raises(ValueError, match="calibration.cross_fit_folds must be an integer >= 2"):
+        run_phase("posttrain", {**xcfg, "calibration": {"cross_fit": True, "cross_fit_folds": 1}}, progress=False)
     with pytest.raises(ValueError, match="one target task"):
         run_phase("midtrain", {**runs["base"], "output": str(tmp_path / "mid"), "init": runs["pre"]["model"],
                                "data": MID_DATA[:2], "calibration": {"cross_fit": True}}, progress=False)

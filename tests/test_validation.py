@@ -122,3 +122,35 @@ def test_split_off_sets_whole_groups_apart():
         with pytest.raises(ValueError, match="fraction"):
             split_off(mols, "scaffold", bad)
 
+
+def test_group_folds_deal_whole_groups_evenly():
+    """group_folds (cross-fit calibration's folds of a validation side): a
+    partition into whole scaffolds, sizes within the largest group, seeded;
+    two folds are split_off's two halves."""
+    from types import SimpleNamespace
+
+    from mpa_ase.validation.splits import group_folds, murcko_scaffold, split_off
+
+    rings = ["c1ccccc1", "C1CCCCC1", "c1ccncc1", "C1CCOC1", "c1ccsc1", "C1CC1", "c1ccc2ccccc2c1", "C1CCNCC1",
+             "c1ccoc1", "C1CCC1"]
+    mols = [SimpleNamespace(identity=f"m{k}_{i}", smiles=r + "C" * (i + 1), formula=None, value=float(i))
+            for k, r in enumerate(rings) for i in range(1 + k % 3)]
+    scaffold = {m.identity: murcko_scaffold(m.smiles) for m in mols}
+    drawn = set()
+    for seed in range(5):
+        folds = group_folds(mols, "scaffold", 3, seed=seed)
+        assert len(folds) == 3 and set().union(*folds) == {m.identity for m in mols}
+        assert sum(map(len, folds)) == len(mols)
+        groups = [{scaffold[i] for i in f} for f in folds]
+        assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+        assert max(map(len, folds)) - min(map(len, folds)) <= 3  # largest group: 3 compounds
+        drawn.add(tuple(frozenset(f) for f in folds))
+        kept, apart = split_off(mols, "scaffold", 0.5, seed=seed)
+        assert group_folds(mols, "scaffold", 2, seed=seed) == [apart, kept]
+    assert len(drawn) > 1
+    assert group_folds(mols, "random", 4, seed=1) == group_folds(mols, "random", 4, seed=1)
+    assert sorted(map(len, group_folds(mols, "random", 4, seed=1))) == [4, 5, 5, 5]
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(ValueError, match="folds"):
+            group_folds(mols, "scaffold", bad)
+

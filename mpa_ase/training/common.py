@@ -302,7 +302,7 @@ class PreparedTasks:
     cv_reports: dict = field(default_factory=dict)  # task -> inner-CV report
     records: dict = field(default_factory=dict)  # task -> stored split record
     chosen: dict | None = None  # the head-start candidate chosen by inner CV, if any
-    cross_fit: dict = field(default_factory=dict)  # task -> (HeadStart, candidate, the validation halves)
+    cross_fit: dict = field(default_factory=dict)  # task -> (HeadStart, candidate, the validation folds)
 
 
 def train_and_write(cfg: dict, phase: str, model: PhaseModel, tasks: dict[str, list],
@@ -397,12 +397,12 @@ def prepare_tasks(cfg: HeadPhaseConfig, phase: str, model: PhaseModel, tasks: di
             if described is not None:
                 prepared.head_inits[task] = described
             prepared.data[task] = TaskData(name, train, val, test, cal)
-            halves = cross_fit_halves(cfg, task, val, prepared.records.get(task))
-            if halves:
+            folds = cross_fit_folds(cfg, task, val, prepared.records.get(task))
+            if folds:
                 prepared.records[task] = {**prepared.records[task],
-                                          "cross_fit_halves": [sorted({s.identity for s in h}) for h in halves]}
+                                          "cross_fit_folds": [sorted({val[i].identity for i in f}) for f in folds]}
                 prepared.cross_fit[task] = (start, prepared.chosen or {"head_init": head_init, "head_init_top": top},
-                                            halves)
+                                            folds)
     return prepared
 
 
@@ -432,43 +432,49 @@ def hold_calibration_apart(cfg: HeadPhaseConfig, task: str, val: list, record: d
     return kept, apart
 
 
-def cross_fit_halves(cfg: HeadPhaseConfig, task: str, val: list, record: dict | None) -> tuple[list, list] | None:
-    """The validation side in two halves of whole groups of the split's kind (as
-    :func:`hold_calibration_apart` divides it) for ``calibration.cross_fit``;
-    None (and a warning) when either half has under 5 compounds, as then a copy
-    stopped on it is no guide: the head is calibrated on the validation side."""
+def cross_fit_folds(cfg: HeadPhaseConfig, task: str, val: list, record: dict | None) -> list[list[int]] | None:
+    """``calibration.cross_fit_folds`` folds of the validation side (positions in
+    ``val``), each made of whole groups of the split's kind
+    (:func:`~mpa_ase.validation.splits.group_folds`). None, and the head is
+    calibrated on the validation side with a warning, with under 10
+    validation compounds or fewer groups than folds."""
     if not cfg.calibration.cross_fit or not val:
         return None
     if record is None:
         raise ValueError(f"{task}: calibration.cross_fit needs the task's split record (its kind)")
-    from mpa_ase.validation.splits import split_off
+    from mpa_ase.validation.splits import group_folds
 
-    a, b = split_off(val, record["kind"], 0.5, seed=cfg.seed + 2,
-                     **({"threshold": record["threshold"]} if "threshold" in record else {}))
-    a, b = [s for s in val if s.identity in a], [s for s in val if s.identity in b]
-    if min(len(a), len(b)) < MIN_CALIBRATION // 2:
-        log.warning("%s: the %d validation compounds fell into halves of %d and %d for cross-fit calibration (each "
-                    "needs %d); calibrated on the validation side early stopping reads", task, len(val), len(a),
-                    len(b), MIN_CALIBRATION // 2)
+    k = cfg.calibration.cross_fit_folds
+    # seed + 1 starts the heads; a stream of its own here (as for calibration.fraction)
+    sets = group_folds(val, record["kind"], k, seed=cfg.seed + 2,
+                       **({"threshold": record["threshold"]} if "threshold" in record else {}))
+    folds = [[i for i, s in enumerate(val) if s.identity in ids] for ids in sets]
+    if len(val) < MIN_CALIBRATION or not all(folds):
+        log.warning("%s: %d validation compounds in %d groups cannot make %d cross-fit folds (needs %d compounds "
+                    "and a group per fold); calibrated on the validation side early stopping reads", task,
+                    len(val), sum(1 for f in folds if f), k, MIN_CALIBRATION)
         return None
-    return a, b
+    return folds
 
 
 def cross_fit_predictions(prepared: PreparedTasks, task: str, t: TaskData, progress: bool = True) -> dict:
-    """Each validation half predicted by a copy of the head trained as the final
+    """Each validation fold predicted by a copy of the head trained as the final
     one was (same start, candidate, seeds and training side) but with early
-    stopping on the other half: errors the epoch choice did not see, for the
-    whole validation side. The spread is the copies' own, uncalibrated."""
-    start, candidate, halves = prepared.cross_fit[task]
-    out: dict = {"identity": [], "y": [], "pred": [], "std": [], "half": []}
-    for k in tqdm(range(2), desc=f"{task}: cross-fit calibration", disable=not progress):
-        stop, held = halves[1 - k], halves[k]
+    stopping on the other folds only: errors that the epoch choice did not see,
+    for the whole validation side. ``index``: positions in ``t.val``;
+    ``copy_std``: the copy's own spread (uncalibrated), kept for the record."""
+    start, candidate, folds = prepared.cross_fit[task]
+    out: dict = {"identity": [], "index": [], "y": [], "pred": [], "copy_std": [], "fold": []}
+    for k in tqdm(range(len(folds)), desc=f"{task}: cross-fit calibration", disable=not progress):
+        held = [t.val[i] for i in folds[k]]
+        stop = [t.val[i] for j, f in enumerate(folds) if j != k for i in f]
         mean, std = start.fold_predict(candidate, t.train, stop, held)
         out["identity"] += [s.identity for s in held]
+        out["index"] += folds[k]
         out["y"] += [float(s.value) for s in held]
-        out["pred"] += [float(x) for x in mean]
-        out["std"] += [float(x) for x in std]
-        out["half"] += [k] * len(held)
+        out["pred"] += [float(v) for v in mean]
+        out["copy_std"] += [float(v) for v in std]
+        out["fold"] += [k] * len(held)
     return out
 
 
@@ -482,13 +488,18 @@ def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks, cross_
     calibration, intervals = {}, {}
     for task, t in trainer.tasks.items():
         if task in cross_fit:
+            # the copies' errors over the final head's own spread: the spread
+            # that the interval scales on new compounds (the copies' can differ
+            # in size, stopped at another epoch)
             x = cross_fit[task]
             h = headset.heads[t.head]
-            y, pred, std = (np.asarray(x[k], dtype=np.float64) for k in ("y", "pred", "std"))
+            h.std_scale.fill_(1.0)
+            std = predict(headset, t.head, trainer.batcher, t.val)[1][np.asarray(x["index"], dtype=int)]
+            y, pred = (np.asarray(x[k], dtype=np.float64) for k in ("y", "pred"))
             calibration[t.head] = set_spread_scale(h, y, pred, std) if len(h.members) >= 2 else 1.0
-            sizes = [x["half"].count(k) for k in (0, 1)]
+            sizes = " + ".join(str(x["fold"].count(k)) for k in range(max(x["fold"]) + 1))
             intervals[t.head] = set_conformal_interval(h, y, pred, std * calibration[t.head], INTERVAL_LEVEL,
-                                                       f"validation, cross-fit ({sizes[0]} + {sizes[1]})")
+                                                       f"validation, cross-fit ({sizes})")
             continue
         calibration[t.head] = calibrate(headset, t.head, trainer.batcher, t.cal or t.val)
         intervals[t.head] = conformal_interval(headset, t.head, trainer.batcher, t.cal or t.val,

@@ -144,18 +144,21 @@ class CalibrationSection:
 
     ``fraction``: that share of the validation side set apart (whole groups of
     the split's kind), never read by early stopping. ``cross_fit``: the
-    validation side in two halves (whole groups); a copy of the head trained
-    with early stopping on one half predicts the other, and those predictions of
-    the whole side calibrate the final head (two more fits; post-training of
-    one target). Neither: calibrate on the validation side early stopping used."""
+    validation side in ``cross_fit_folds`` folds (whole groups); for each, a
+    copy of the head trained with early stopping on the other folds predicts
+    it, and those errors of the whole side, over the final head's spread,
+    calibrate the final head (one more fit per fold; post-training of one
+    target). Neither: calibrate on the validation side early stopping used."""
 
     fraction: float = 0.0
     cross_fit: bool = False
+    cross_fit_folds: int = 2
 
     def __post_init__(self):
         _need(_is_number(self.fraction) and 0 <= self.fraction < 1, "calibration.fraction",
               "a fraction in [0, 1)", self.fraction)
         _need(isinstance(self.cross_fit, bool), "calibration.cross_fit", "true or false", self.cross_fit)
+        _int_at_least("calibration.cross_fit_folds", self.cross_fit_folds, 2)
         if self.cross_fit and self.fraction:
             raise ValueError("calibration: cross_fit calibrates on the whole validation side and fraction sets "
                              "part of it apart; choose one")

@@ -232,6 +232,26 @@ def split_off(samples, kind: str, fraction: float, seed: int = 0,
     return sides["kept"], sides["apart"]
 
 
+def group_folds(samples, kind: str, folds: int, seed: int = 0, threshold: float = DEFAULT_THRESHOLD) -> list[set[str]]:
+    """``folds`` identity sets of nearly equal size made of whole groups of the
+    split's ``kind`` (as :func:`split_off` deals them: largest first, ties in a
+    seeded order, each to the fold furthest below its share). Cross-fit
+    calibration stops a copy of a head on all folds but one and scores it on
+    that one, so no fold shares a scaffold (or system) with the rest."""
+    if kind not in SPLITS:
+        raise ValueError(f"unknown split {kind!r}; choose from {SPLITS}")
+    if not isinstance(folds, (int, np.integer)) or isinstance(folds, bool) or folds < 2:
+        raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
+    clusters = _clusters(samples, _identities(samples), kind, threshold)
+    keys = sorted(clusters, key=str)
+    keys = [keys[k] for k in np.random.default_rng(seed).permutation(len(keys))]
+    keys.sort(key=lambda k: -len(clusters[k]))
+    out: list[set[str]] = [set() for _ in range(folds)]
+    for key in keys:
+        min(out, key=len).update(clusters[key])  # the first of the smallest: deterministic
+    return out
+
+
 def apply_split(samples, sets) -> tuple[list, list, list]:
     train, val, test = sets
     return ([s for s in samples if s.identity in train], [s for s in samples if s.identity in val],
