@@ -10,8 +10,12 @@ the reported results pool seeds 18-21 (interval_clusters_ood_*_s18_21.md).
 First each head's own interval is recomputed from its stored calibration set
 (validation predictions, or those of the calibration set held apart from
 early stopping where the run had one, ``calibration.fraction``; and the inner
-CV's out-of-fold ones where fewer than 10 validation compounds): q, floor and
-test coverage must equal the stored ones (checked). Then:
+CV's out-of-fold ones where fewer than 10 validation compounds; the cross-fit
+predictions of the validation side where the run made them,
+``calibration.cross_fit``): q, floor and test coverage must equal the stored
+ones (checked). ``--calibrate-on validation`` instead calibrates heads that
+were cross-fit on their own validation predictions, as without the option
+(the same final heads, so the two calibrations compare paired). Then:
 
 1. ``size floor``: for extensive targets (enthalpies, entropies, critical
    volume), mean ± q·(σ + floor·n/median n), n the molecule's heavy atoms and
@@ -99,13 +103,23 @@ def arrays(side: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(np.asarray(side[k], dtype=np.float64) for k in ("y", "pred", "std"))
 
 
-def calibration_side(line: dict) -> dict:
-    """The predictions the head was calibrated on: the cross-fit predictions of
-    the validation side (their spread put on the head's scale) where the run
-    made them, the calibration set held apart from early stopping where it had
-    one, else the validation side."""
-    if line.get("crossfit"):
-        x = line["crossfit"]
+CALIBRATE_ON = ("own", "validation", "copy_spread")
+
+
+def calibration_side(line: dict, on: str = "own") -> dict:
+    """The predictions the head was calibrated on: the cross-fit copies' errors
+    of the validation side over the final head's spread there where the run
+    made them (``on="copy_spread"``: over the copies' own spread, as session
+    17 first declared; ``"validation"``: the head's own validation predictions,
+    as without cross-fit), the calibration set held apart from early stopping
+    where it had one, else the validation side."""
+    x = line.get("crossfit")
+    if x and on != "validation":
+        if on == "copy_spread":  # q·(σ + floor) does not change with the spread's scale
+            return {**x, "std": x["copy_std"] if "copy_std" in x else x["std"]}
+        if "copy_std" in x:
+            return {**x, "std": [line["val"]["std"][i] for i in x["index"]]}
+        # lines of the first session-17 runs: scored over the copies' own spread
         return {**x, "std": [v * float(line["std_scale"]) for v in x["std"]]}
     return line["cal"] if line.get("cal") else line["val"]
 
@@ -126,9 +140,10 @@ def calibrate(y, pred, std, extra=None) -> tuple[float, float]:
     return conformal_fit(y, pred, std, LEVEL)
 
 
-def own_interval(line: dict) -> dict:
-    """The head's interval recomputed from the stored calibration set, checked."""
-    vy, vp, vs = arrays(calibration_side(line))
+def own_interval(line: dict, on: str = "own") -> dict:
+    """The head's interval recomputed from the stored calibration set, checked
+    (not checked where ``on`` asks for a calibration the run did not store)."""
+    vy, vp, vs = arrays(calibration_side(line, on))
     ty, tp, ts = arrays(line["test"])
     extra = None
     if "out-of-fold" in line["interval"]["calibrated_on"]:
@@ -137,8 +152,9 @@ def own_interval(line: dict) -> dict:
     q, floor = calibrate(vy, vp, vs, extra)
     cover = float(np.mean(np.abs(ty - tp) <= q * (ts + floor)))
     stored = line["interval"]
-    for name, mine, theirs in (("q", q, stored["q"]), ("floor", floor, stored["floor"]),
-                               ("coverage", cover, stored["coverage_test"])):
+    checks = (("q", q, stored["q"]), ("floor", floor, stored["floor"]), ("coverage", cover, stored["coverage_test"]))
+    # the spread's scale cancels in q·(σ + floor): validation-calibrated from the stored σ as it stands
+    for name, mine, theirs in (checks if on == "own" or not line.get("crossfit") else ()):
         if not np.isclose(mine, theirs, rtol=1e-9, atol=1e-12):
             raise ValueError(f"{line['property']} ({line['method']}, seed {line['seed']}): the stored predictions "
                              f"give {name} {mine}, the stored interval says {theirs}; the file is not this run's")
@@ -146,9 +162,9 @@ def own_interval(line: dict) -> dict:
             "width": float(np.mean(2 * q * (ts + floor))), "mae": float(np.mean(np.abs(ty - tp)))}
 
 
-def size_floor(line: dict, own: dict) -> dict | None:
+def size_floor(line: dict, own: dict, on: str = "own") -> dict | None:
     """The interval with the floor scaled by heavy-atom count, or None where it does not apply."""
-    cal = calibration_side(line)
+    cal = calibration_side(line, on)
     if not is_extensive(line) or own["extra"] is not None or "smiles" not in cal:
         return None
     vy, vp, vs = arrays(cal)
@@ -207,6 +223,9 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--seeds", default=None, help="comma-separated seeds to pool (default: every seed in the files)")
     ap.add_argument("--name", default=None)
+    ap.add_argument("--calibrate-on", default="own", choices=CALIBRATE_ON,
+                    help="heads calibrated by cross-fit recalibrated on their validation predictions (validation) "
+                         "or on the copies' errors over the copies' own spread (copy_spread)")
     args = ap.parse_args()
     if args.draws < 1:
         ap.error(f"--draws {args.draws}: needs at least 1")
@@ -225,14 +244,14 @@ def main() -> None:
     if not lines:
         raise SystemExit(f"no {args.method} heads with intervals on {args.split} splits in {args.predictions}")
     seeds = sorted({x["seed"] for x in lines})
-    own = {id(x): own_interval(x) for x in lines}
+    own = {id(x): own_interval(x, args.calibrate_on) for x in lines}
     by_prop = defaultdict(list)
     for x in lines:
         by_prop[x["property"]].append(x)
     rows = []
     for prop, group in sorted(by_prop.items()):
         o = [own[id(x)] for x in group]
-        sized = [size_floor(x, own[id(x)]) for x in group]
+        sized = [size_floor(x, own[id(x)], args.calibrate_on) for x in group]
         row = {"property": prop, "split_kind": group[0]["split_kind"], "seeds": len(group),
                "n_test": sum(r["n"] for r in o), "own_coverage": sum(r["covered"] for r in o) / sum(r["n"] for r in o),
                "own_width_per_mae": float(np.mean([r["width"] / r["mae"] for r in o]))}
@@ -260,6 +279,7 @@ def main() -> None:
 
     summary = {
         "method": args.method, "split": args.split, "seeds": seeds, "properties": len(rows),
+        "calibrate_on": args.calibrate_on,
         "own_inside": inside("own_coverage"), "size_floor_inside": inside("size_floor_coverage"),
         "own_mean_coverage": float(np.mean([r["own_coverage"] for r in rows])),
         "size_floor_mean_coverage": float(np.mean([r.get("size_floor_coverage", r["own_coverage"]) for r in rows])),
@@ -269,7 +289,10 @@ def main() -> None:
     cols = ["property", "split_kind", "seeds", "n_test", "own_coverage", "own_width_per_mae", "size_floor_coverage",
             "size_floor_width_per_mae", "exchange_clusters_p05_p95", "exchange_compounds_p05_p95"]
     c, i = summary["exchange"]["clusters"], summary["exchange"]["compounds"]
-    text = (f"{args.method}, {args.split} seeds {seeds}: properties with 90%-interval test coverage (pooled over "
+    how = {"own": "", "validation": " recalibrated on validation",
+           "copy_spread": " recalibrated over the cross-fit copies' own spread"}[args.calibrate_on]
+    text = (f"{args.method}{how}, "
+            f"{args.split} seeds {seeds}: properties with 90%-interval test coverage (pooled over "
             f"seeds) within 85-95%: own interval {summary['own_inside']}/{len(rows)} (mean "
             f"{100 * summary['own_mean_coverage']:.1f}%), size-scaled floor for extensive targets "
             f"{summary['size_floor_inside']}/{len(rows)} (mean {100 * summary['size_floor_mean_coverage']:.1f}%). "
