@@ -241,7 +241,8 @@ METHODS = {
     # by a copy of the head stopped on the other half), so that the epoch choice's optimism leaves
     # the interval without halving the calibration set as mpa_cv_cal did. The final head is mpa_cv's:
     # the inner CV's choice is read from the mpa_cv record of the same target and seed ("cv_from",
-    # scored again on the same folds for the out-of-fold fallback) and the test MAE must equal it.
+    # scored again on the same folds for the out-of-fold fallback); the test MAE is compared with
+    # its record (equal within one embedding cache).
     "mpa_cv_xfit": {**RECIPE, "head_init": "cv", "calibration": {"cross_fit": True}, "cv_from": "mpa_cv"},
     "direct_cv_xfit": {"mid": None, "head_init": "cv", "cv": "direct", "readout": "hybrid",
                        "calibration": {"cross_fit": True}, "cv_from": "direct_cv"},
@@ -533,8 +534,12 @@ def main() -> None:
                         base = same_head(records, task, kind, seed, how["cv_from"])
                         rec["mae_equals_" + how["cv_from"]] = rec["mae"] == base["mae"]
                         if rec["mae"] != base["mae"]:
-                            print(f"  WARNING {task} seed {seed}: {method} test MAE {rec['mae']!r} differs from "
-                                  f"{how['cv_from']}'s {base['mae']!r}: not the same final head", flush=True)
+                            # bit for bit only within one session's embedding cache: in session 17 a full
+                            # mpa_cv rerun gave the xfit value exactly, and direct differed from its stored
+                            # record too (5e-7 relative), after the cache was computed again
+                            print(f"  note {task} seed {seed}: {method} test MAE {rec['mae']!r}, "
+                                  f"{how['cv_from']}'s record {base['mae']!r} (relative difference "
+                                  f"{rec['mae'] / base['mae'] - 1:+.1e})", flush=True)
                     keep_predictions(rec, m, samples, Path(cfg["output"]))
                     keep(rec)
                 d = {r["method"]: r["mae"] for r in records if r["property"] == task and r["split"] == kind
