@@ -85,7 +85,8 @@ def main() -> None:
         if line.get("cal"):
             sides["calibration set apart"] = line["cal"]
         if line.get("crossfit"):  # the copies' predictions, not the head's: the observed ratio only
-            sides["cross-fit (copy stopped on the other half)"] = line["crossfit"]
+            x = line["crossfit"]
+            sides["cross-fit (copy stopped on the other folds)"] = {**x, "std": x.get("copy_std", x.get("std"))}
         for what, side in sides.items():
             if len(side["y"]) < MIN_SIDE:
                 continue

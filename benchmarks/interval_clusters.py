@@ -115,8 +115,8 @@ def calibration_side(line: dict, on: str = "own") -> dict:
     where it had one, else the validation side."""
     x = line.get("crossfit")
     if x and on != "validation":
-        if on == "copy_spread":  # q·(σ + floor) does not change with the spread's scale
-            return {**x, "std": x["copy_std"] if "copy_std" in x else x["std"]}
+        if on == "copy_spread":  # on the head's scale, as the test side's σ is
+            return {**x, "std": [v * float(line["std_scale"]) for v in (x["copy_std"] if "copy_std" in x else x["std"])]}
         if "copy_std" in x:
             return {**x, "std": [line["val"]["std"][i] for i in x["index"]]}
         # lines of the first session-17 runs: scored over the copies' own spread
