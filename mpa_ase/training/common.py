@@ -196,8 +196,8 @@ class HeadStart:
 
     def fold_predict(self, candidate: dict, fit, val, held) -> tuple[np.ndarray, np.ndarray]:
         """Mean and ensemble spread on ``held`` of one candidate start trained on
-        ``fit`` with early stopping on ``val`` (an inner fold, or a cross-fit
-        half; a throwaway copy of the trunk; the spread uncalibrated)."""
+        ``fit`` with early stopping on ``val`` (an inner fold, or the other
+        cross-fit folds; a throwaway copy of the trunk; the spread uncalibrated)."""
         fold_trunk = copy.deepcopy(self.trunk)
         with seeded(self.cfg.seed + 1):
             head, _ = self.make(candidate["head_init"], candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP), fit,
