@@ -247,7 +247,8 @@ METHODS = {
     # --work runs/xfit2_sN, the other methods' records copied in; 570-680 s per seed): pooled 90%
     # coverage 21 of 30 properties within 85-95%, mean 89.9%, against 18 and 88.1% for the same heads
     # calibrated on validation; 5 folds 20, 89.7% (README; results/mpa_vs_direct_xfit_dev_summary.md,
-    # interval_clusters_ood_mpa_cv_xfit*_s18_27.md). Recommended; off by default.
+    # interval_clusters_ood_mpa_cv_xfit*_s18_27.md). Recommended; off by default. Then on fresh seeds
+    # 28-29 (declared secondary): 18 of 30 for both, mean 91.1% against 88.8%.
     "mpa_cv_xfit": {**RECIPE, "head_init": "cv", "calibration": {"cross_fit": True}, "cv_from": "mpa_cv"},
     "direct_cv_xfit": {"mid": None, "head_init": "cv", "cv": "direct", "readout": "hybrid",
                        "calibration": {"cross_fit": True}, "cv_from": "direct_cv"},
