@@ -114,14 +114,13 @@ def calibration_side(line: dict, on: str = "own") -> dict:
     as without cross-fit), the calibration set held apart from early stopping
     where it had one, else the validation side."""
     x = line.get("crossfit")
-    if x and on != "validation":
-        if on == "copy_spread":  # on the head's scale, as the test side's σ is
-            return {**x, "std": [v * float(line["std_scale"]) for v in (x["copy_std"] if "copy_std" in x else x["std"])]}
-        if "copy_std" in x:
-            return {**x, "std": [line["val"]["std"][i] for i in x["index"]]}
-        # lines of the first session-17 runs: scored over the copies' own spread
-        return {**x, "std": [v * float(line["std_scale"]) for v in x["std"]]}
-    return line["cal"] if line.get("cal") else line["val"]
+    if not x or on == "validation":
+        return line["cal"] if line.get("cal") else line["val"]
+    if on == "own" and "copy_std" in x:
+        return {**x, "std": [line["val"]["std"][i] for i in x["index"]]}
+    # the copies' own spread on the head's scale, as the test side's σ is (the first
+    # session-17 runs, whose lines say "std", were scored so)
+    return {**x, "std": [v * float(line["std_scale"]) for v in x.get("copy_std") or x["std"]]}
 
 
 def exchange_side(line: dict) -> dict:

@@ -278,9 +278,9 @@ def cv_from(how: dict, records: list[dict], task: str, kind: str, seed: int):
     candidate that ``how['cv_from']`` chose for this target and seed."""
     from mpa_ase.training.head_start import cv_options, describe_candidate
 
-    candidates = cv_options({"head_init_cv": {"candidates": how.get("cv", "mpa")}})["candidates"]
     if "cv_from" not in how:
         return how["cv"]
+    candidates = cv_options({"head_init_cv": {"candidates": how.get("cv", "mpa")}})["candidates"]
     chosen = same_head(records, task, kind, seed, how["cv_from"])["head_start_cv"]["candidate"]
     match = [c for c in candidates if describe_candidate(c) == chosen]
     if len(match) != 1:

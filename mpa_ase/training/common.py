@@ -418,11 +418,11 @@ def hold_calibration_apart(cfg: HeadPhaseConfig, task: str, val: list, record: d
         return val, []
     if record is None:
         raise ValueError(f"{task}: calibration.fraction needs the task's split record (its kind)")
-    from mpa_ase.validation.splits import split_off
+    from mpa_ase.validation.splits import DEFAULT_THRESHOLD, split_off
 
     # seed + 1 starts the heads; a stream of its own here, so the division does not move them
     kept, apart = split_off(val, record["kind"], fraction, seed=cfg.seed + 2,
-                            **({"threshold": record["threshold"]} if "threshold" in record else {}))
+                            threshold=record.get("threshold", DEFAULT_THRESHOLD))
     kept, apart = [s for s in val if s.identity in kept], [s for s in val if s.identity in apart]
     if min(len(kept), len(apart)) < MIN_CALIBRATION:
         log.warning("%s: setting %.0f%% of %d validation compounds apart for calibration gave %d and %d (each "
@@ -442,12 +442,11 @@ def cross_fit_folds(cfg: HeadPhaseConfig, task: str, val: list, record: dict | N
         return None
     if record is None:
         raise ValueError(f"{task}: calibration.cross_fit needs the task's split record (its kind)")
-    from mpa_ase.validation.splits import group_folds
+    from mpa_ase.validation.splits import DEFAULT_THRESHOLD, group_folds
 
     k = cfg.calibration.cross_fit_folds
     # seed + 1 starts the heads; a stream of its own here (as for calibration.fraction)
-    sets = group_folds(val, record["kind"], k, seed=cfg.seed + 2,
-                       **({"threshold": record["threshold"]} if "threshold" in record else {}))
+    sets = group_folds(val, record["kind"], k, seed=cfg.seed + 2, threshold=record.get("threshold", DEFAULT_THRESHOLD))
     folds = [[i for i, s in enumerate(val) if s.identity in ids] for ids in sets]
     if len(val) < MIN_CALIBRATION or not all(folds):
         log.warning("%s: %d validation compounds in %d groups cannot make %d cross-fit folds (needs %d compounds "

@@ -205,51 +205,53 @@ def split(samples, kind: str = "random", val: float = 0.1, test: float = 0.2, se
     return train_ids, val_ids, test_ids
 
 
-def split_off(samples, kind: str, fraction: float, seed: int = 0,
-              threshold: float = DEFAULT_THRESHOLD) -> tuple[set[str], set[str]]:
-    """Identity sets (kept, apart): about ``fraction`` of ``samples`` set apart
-    as whole groups of the split's ``kind`` (scaffolds, chemical systems,
-    periodic-table columns, redundancy components; single compounds for
-    random and forward splits), dealt largest first (ties in a seeded order,
-    so seeds differ) to the side furthest below its share, which keeps the
-    parts close to their shares. Used to hold a calibration set apart
-    from the validation side that early stopping reads, so that the two
-    never share a scaffold (or system) when the split is out of distribution."""
+def _deal(samples, kind: str, shares: list[float], seed: int, threshold: float) -> list[set[str]]:
+    """Identity sets, one per share (fractions summing to 1), of whole groups of
+    the split's ``kind`` (scaffolds, chemical systems, periodic-table columns,
+    redundancy components; single compounds for random and forward splits),
+    dealt largest first (ties in a seeded order, so seeds differ) each to the
+    side furthest below its share (ties: the first), which keeps the sides
+    close to their shares."""
     if kind not in SPLITS:
         raise ValueError(f"unknown split {kind!r}; choose from {SPLITS}")
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction to set apart must be in (0, 1), got {fraction}")
     clusters = _clusters(samples, _identities(samples), kind, threshold)
     keys = sorted(clusters, key=str)
     keys = [keys[k] for k in np.random.default_rng(seed).permutation(len(keys))]
     keys.sort(key=lambda k: -len(clusters[k]))  # stable: equal sizes keep the seeded order
     n = sum(len(v) for v in clusters.values())
-    share = {"apart": fraction * n, "kept": (1 - fraction) * n}
-    sides: dict[str, set] = {"apart": set(), "kept": set()}
+    sides: list[set[str]] = [set() for _ in shares]
     for key in keys:
-        name = min(sides, key=lambda x: (len(sides[x]) - share[x], x))
-        sides[name].update(clusters[key])
-    return sides["kept"], sides["apart"]
+        best = min(range(len(sides)), key=lambda i: (len(sides[i]) - shares[i] * n, i))
+        sides[best].update(clusters[key])
+    return sides
+
+
+def split_off(samples, kind: str, fraction: float, seed: int = 0,
+              threshold: float = DEFAULT_THRESHOLD) -> tuple[set[str], set[str]]:
+    """Identity sets (kept, apart): about ``fraction`` of ``samples`` set apart
+    as whole groups of the split's ``kind``, as :func:`_deal` deals them. Used
+    to hold a calibration set apart from the validation side that early
+    stopping reads, so that the two never share a scaffold (or system) when
+    the split is out of distribution."""
+    if not _is_fraction(fraction):
+        raise ValueError(f"fraction to set apart must be in (0, 1), got {fraction!r}")
+    apart, kept = _deal(samples, kind, [fraction, 1 - fraction], seed, threshold)
+    return kept, apart
 
 
 def group_folds(samples, kind: str, folds: int, seed: int = 0, threshold: float = DEFAULT_THRESHOLD) -> list[set[str]]:
     """``folds`` identity sets of nearly equal size made of whole groups of the
-    split's ``kind`` (as :func:`split_off` deals them: largest first, ties in a
-    seeded order, each to the fold furthest below its share). Cross-fit
-    calibration stops a copy of a head on all folds but one and scores it on
-    that one, so no fold shares a scaffold (or system) with the rest."""
-    if kind not in SPLITS:
-        raise ValueError(f"unknown split {kind!r}; choose from {SPLITS}")
+    split's ``kind``, as :func:`_deal` deals them (two folds are
+    :func:`split_off`'s halves). Cross-fit calibration stops a copy of a head
+    on all folds but one and scores it on that one, so no fold shares a
+    scaffold (or system) with the rest."""
     if not isinstance(folds, (int, np.integer)) or isinstance(folds, bool) or folds < 2:
         raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
-    clusters = _clusters(samples, _identities(samples), kind, threshold)
-    keys = sorted(clusters, key=str)
-    keys = [keys[k] for k in np.random.default_rng(seed).permutation(len(keys))]
-    keys.sort(key=lambda k: -len(clusters[k]))
-    out: list[set[str]] = [set() for _ in range(folds)]
-    for key in keys:
-        min(out, key=len).update(clusters[key])  # the first of the smallest: deterministic
-    return out
+    return _deal(samples, kind, [1 / folds] * folds, seed, threshold)
+
+
+def _is_fraction(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and 0 < x < 1
 
 
 def apply_split(samples, sets) -> tuple[list, list, list]:
