@@ -231,6 +231,66 @@ def test_resumed_after_interrupt_equals_uninterrupted(runs, tmp_path):
             assert torch.equal(t, b["heads"][head]["state"][name]), (head, name)
 
 
+def test_weight_average_is_the_exponential_moving_average():
+    from mpa_ase.training.trainer import WeightAverage
+
+    module = torch.nn.Linear(2, 1)
+    module.register_buffer("count", torch.tensor(0))
+    states = []
+    avg = WeightAverage(0.75)
+    for k in range(4):
+        with torch.no_grad():
+            module.weight.copy_(torch.tensor([[float(k), 2.0 * k]]))
+            module.count.fill_(k)
+        states.append(module.weight.clone())
+        avg.update(module)
+    # first state, then avg <- 0.75 avg + 0.25 current: 0, 0.25, 0.6875, 1.265625 (x [1, 2])
+    expected = states[0]
+    for w in states[1:]:
+        expected = 0.75 * expected + 0.25 * w
+    assert torch.allclose(avg.state["weight"], expected)
+    assert float(expected[0, 0].detach()) == pytest.approx(1.265625)
+    assert int(avg.state["count"]) == 3  # integer state follows the module
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="ema_decay must be in \\(0, 1\\)"):
+            WeightAverage(bad)
+
+
+def test_ema_run_validates_the_average_and_resumes_bit_for_bit(runs, tmp_path):
+    """optim.ema_decay: early stopping and the kept weights are the moving average's.
+    A decay near 0 makes the average the live weights (the plain run's numbers);
+    a real decay changes them; an interrupted EMA run resumes to the same weights."""
+    base = {**runs["base"], "init": runs["mid"]["model"], "target": TARGET}
+
+    def run(name, ema, **kw):
+        optim = {"epochs": 5, "patience": 100, **({"ema_decay": ema} if ema is not None else {})}
+        return run_phase("posttrain", {**base, "optim": optim, "output": str(tmp_path / name)}, progress=False, **kw)
+
+    plain, near, ema = run("plain", None), run("near", 1e-12), run("ema", 0.9)
+    task = TARGET["task"]
+    curve = lambda r: [h["val_metric"] for h in r["history"]]  # noqa: E731
+    assert curve(near) == pytest.approx(curve(plain), rel=1e-9)
+    assert near["metrics"][task]["test"]["mae"] == pytest.approx(plain["metrics"][task]["test"]["mae"], rel=1e-9)
+    assert abs(ema["metrics"][task]["test"]["mae"] / plain["metrics"][task]["test"]["mae"] - 1) > 1e-4
+    # the kept weights are the average at the best epoch: the checkpoint's own average when that was the last
+    ckpt = torch.load(tmp_path / "ema" / "checkpoint.pt", weights_only=False)
+    assert set(ckpt["ema"]) == set(ckpt["module"])
+    assert any(not torch.equal(ckpt["ema"][k], ckpt["module"][k]) for k in ckpt["module"])
+    if min(range(5), key=lambda e: curve(ema)[e]) == 4:
+        for k in ckpt["ema"]:  # interval_q is NaN until calibrated
+            torch.testing.assert_close(ckpt["ema"][k], ckpt["best_module"][k], rtol=0, atol=0, equal_nan=True)
+    run("cut", 0.9, stop_after=2)
+    resumed = run("cut", 0.9)
+    assert curve(resumed) == curve(ema)
+    a = torch.load(ema["model"], weights_only=True)
+    b = torch.load(resumed["model"], weights_only=True)
+    for name, t in a["trunk"]["state"].items():
+        assert torch.equal(t, b["trunk"]["state"][name]), name
+    for head, entry in a["heads"].items():
+        for name, t in entry["state"].items():
+            assert torch.equal(t, b["heads"][head]["state"][name]), (head, name)
+
+
 def test_damaged_checkpoints_are_named(runs, tmp_path):
     from mpa_ase import MPACalculator
     from mpa_ase.checkpoint import load_model
@@ -627,6 +687,7 @@ def test_config_values_are_typed_and_checked_when_read():
             ("optim", {"epochs": 0}, "optim.epochs must be an integer >= 1"),
             ("optim", {"trunk_lr": -1e-4}, "optim.trunk_lr must be a number >= 0 or null"),
             ("optim", {"batch_size": 8.5}, "optim.batch_size must be an integer"),
+            ("optim", {"ema_decay": 1.0}, "optim.ema_decay must be a number in \\[0, 1\\) \\(0: off\\)"),
             ("backbone", {"name": ""}, "backbone.name must be a backbone name")):
         with pytest.raises(ValueError, match=match):
             read_config({**base, section: bad})

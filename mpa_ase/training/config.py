@@ -250,6 +250,8 @@ def _check_optim(optim: dict) -> None:
             _need(_is_number(value) and value > 0, f"optim.{key}", "a positive number", value)
         elif key == "weight_decay":
             _need(_is_number(value) and value >= 0, "optim.weight_decay", "a number >= 0", value)
+        elif key == "ema_decay":
+            _need(_is_number(value) and 0 <= value < 1, "optim.ema_decay", "a number in [0, 1) (0: off)", value)
 
 
 def check_head_phase_config(cfg: dict) -> HeadPhaseConfig:

@@ -68,6 +68,9 @@ class OptimConfig:
     huber_delta: float = 1.0
     sampling_temperature: float = 0.5
     seed: int = 0
+    # > 0: an exponential moving average of the weights (decay per optimizer step) is what
+    # early stopping validates and what the run keeps, as MACE's --ema does
+    ema_decay: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict | None) -> OptimConfig:
@@ -298,6 +301,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.checkpoint = checkpoint  # False: a throwaway fit (inner CV) that cannot be resumed
+        self.ema: WeightAverage | None = None  # set by fit (optim.ema_decay), resumed from the checkpoint
         for name, t in self.tasks.items():
             for split in ("train", "val", "test"):
                 setattr(t, split, [s for s in getattr(t, split) if cache.has(s)])
@@ -358,6 +362,8 @@ class Trainer:
             loss.backward()
         value = dist.sum_gradients(self.params, float(loss.detach()) if loss is not None else 0.0)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.headset)
         return value
 
     @torch.no_grad()
@@ -393,7 +399,8 @@ class Trainer:
                 fit_transform(self.headset.heads[t.head], t.train)
             dist.broadcast_parameters(self.headset)
             state = {"epoch": 0, "best_metric": math.inf, "bad_epochs": 0, "history": [],
-                     "best_module": copy.deepcopy(self.headset.state_dict())}
+                     "best_module": copy.deepcopy(self.headset.state_dict()), "ema": None}
+        self.ema = WeightAverage(self.cfg.ema_decay, state.get("ema")) if self.cfg.ema_decay else None
         done_here = 0
         bar = tqdm(total=self.cfg.epochs, initial=state["epoch"], desc="training",
                    disable=not self.progress or self.rank != 0)
@@ -403,13 +410,21 @@ class Trainer:
             device = next(self.headset.parameters()).device
             with seeded(self.cfg.seed * 100_003 + epoch + 7919 * self.rank, device):  # dropout's stream
                 losses = [self._step(b) for b in self.epoch_plan(epoch)]
+            live = None
+            if self.ema is not None and self.ema.state is not None:
+                # validate (and keep) the average; train on from the live weights
+                live = copy.deepcopy(self.headset.state_dict())
+                self.headset.load_state_dict(self.ema.state)
+                state["ema"] = self.ema.state
             metric, maes = dist.broadcast_object(self.validation() if self.rank == 0 else None)
             improved = metric < state["best_metric"] - 1e-9
             if improved:
                 state["best_metric"] = metric
                 state["bad_epochs"] = 0
                 state["best_module"] = copy.deepcopy(self.headset.state_dict())
-            else:
+            if live is not None:
+                self.headset.load_state_dict(live)
+            if not improved:
                 state["bad_epochs"] += 1
             state["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_metric": metric,
                                      "val_mae": maes})
@@ -444,13 +459,15 @@ class Trainer:
 
 
 def save_training_state(path: Path, fmt: str, fingerprint: str, module: nn.Module, optimizer, state: dict) -> None:
-    """One atomic checkpoint of a training run (weights, optimizer, best weights, early-stopping state)."""
+    """One atomic checkpoint of a training run (weights, optimizer, best weights, early-stopping state,
+    and the weight average where the run keeps one)."""
     atomic_save({
         "format": fmt, "fingerprint": fingerprint, "epoch": state["epoch"],
         "module": module.state_dict(), "best_module": state["best_module"],
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
         "best_metric": state["best_metric"], "bad_epochs": state["bad_epochs"],
         "history": json.dumps(state["history"]),
+        **({"ema": state["ema"]} if state.get("ema") is not None else {}),
     }, path)
 
 
@@ -469,4 +486,28 @@ def load_training_state(path: Path, fmt: str, fingerprint: str) -> dict | None:
 
 def resume_state(obj: dict) -> dict:
     return {"epoch": obj["epoch"], "best_metric": obj["best_metric"], "bad_epochs": obj["bad_epochs"],
-            "history": json.loads(obj["history"]), "best_module": obj["best_module"]}
+            "history": json.loads(obj["history"]), "best_module": obj["best_module"], "ema": obj.get("ema")}
+
+
+class WeightAverage:
+    """Exponential moving average of a module's floating-point state (weights and
+    buffers; other entries follow the module): after each step
+    ``avg = decay * avg + (1 - decay) * current``, starting from the first state seen."""
+
+    def __init__(self, decay: float, state: dict | None = None):
+        if not 0 < decay < 1:
+            raise ValueError(f"optim.ema_decay must be in (0, 1) to average weights, got {decay}")
+        self.decay = decay
+        self.state = state
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        current = module.state_dict()
+        if self.state is None:
+            self.state = {k: v.detach().clone() for k, v in current.items()}
+            return
+        for k, v in current.items():
+            if v.is_floating_point():
+                self.state[k].lerp_(v, 1.0 - self.decay)
+            else:
+                self.state[k].copy_(v)
