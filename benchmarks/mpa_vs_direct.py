@@ -213,7 +213,10 @@ METHODS = {
     # CV, scoring training compounds, is more optimistic for mpa_cv than for direct_cv (test MAE over
     # the chosen candidate's inner-CV MAE, median over OOD seeds 9-29, mpa_cv over direct_cv: about
     # 1.5 for 13 of the 25 molecular targets, 1.6 for the solid enthalpy of formation whose inner CV
-    # favours MPA by 9-60% on every seed while its test MAE is worse on 20 of 21)
+    # favours MPA by 9-60% on every seed while its test MAE is worse on 20 of 21).
+    # Tried in session 18 on the seen OOD seeds 18-19 (10.6k of 26.6k mid-training samples removed):
+    # -14.2% vs direct_cv against mpa_cv's -16.1%; the optimism ratio 1.24 -> 1.08, solid enthalpy of
+    # formation +48% -> +4%, logP -24% -> +4%, autoignition -26% -> +8%. Not adopted
     "mpa_cv_novel": {**RECIPE, "head_init": "cv", "mid": "no_target_compounds"},
     # second ensemble members: mpa_cv from a second mid-training run (same samples, seed + 1000 for
     # the trunk, mid-training's own validation draw and post-training), and direct_cv post-trained
@@ -221,10 +224,15 @@ METHODS = {
     # with its first member (mpa_cv, direct_cv): the same number of fits on both sides.
     # Why: one mid-training run is a large source of variance (session 15), and the average of
     # mpa_cv and mpa_cv_novel (two different trunks) gave -18.5% vs direct_cv on seeds 18-19
-    # against -16.1% and -14.2% for each alone
+    # against -16.1% and -14.2% for each alone.
+    # Run in session 18 on the seen OOD seeds 18-23 (961 s per seed beside another): the ensembles
+    # -14.2% against -13.3% (first members) and -11.5% (second members) single; not adopted
+    # (results/trunk_ensemble_dev_s18_23.md, mpa_vs_direct_variants_dev_summary.md)
     "mpa_cv_m1": {**RECIPE, "head_init": "cv", "member": 1},
     # mpa_cv from a mid-training run that keeps the moving average of its weights (optim.ema_decay
-    # MID_EMA_DECAY, MACE's default; about 210 steps per epoch): the same samples and seed
+    # MID_EMA_DECAY, MACE's default; about 210 steps per epoch): the same samples and seed.
+    # Session 18, seen OOD seeds 18-23: -13.1% vs direct_cv against -12.0% for the mean of the two
+    # single-trunk runs (mpa_cv -13.3%, mpa_cv_m1 -10.6%), better on 4 of 6 seeds; not adopted
     "mpa_cv_ema": {**RECIPE, "head_init": "cv", "mid": "ema"},
     "direct_cv_m1": {"mid": None, "head_init": "cv", "cv": "direct", "readout": "hybrid", "member": 1},
     # the same budget of 4 candidates with "related" (chosen for 21 of 210 OOD heads of seeds 9-15)
@@ -698,7 +706,11 @@ PROTOCOL = (
     "gives over more splits; nothing in it is tuned. Then, before any of it was run, a mid-training that keeps "
     "the moving average of its weights (mpa_cv_ema: optim.ema_decay 0.99, MACE's default; everything else as "
     "mpa_cv) was declared for the same seen seeds 18-23, judged by its mean change vs direct_cv against the "
-    "mean of the two single-trunk runs' (mpa_cv vs direct_cv, mpa_cv_m1 vs direct_cv) on those seeds."
+    "mean of the two single-trunk runs' (mpa_cv vs direct_cv, mpa_cv_m1 vs direct_cv) on those seeds. "
+    "Results over seeds 18-23 (results/mpa_vs_direct_variants_dev_summary.md, trunk_ensemble_dev_s18_23.md): "
+    "mpa_cv_ema -13.1% vs direct_cv against -13.3% (mpa_cv) and -10.6% (mpa_cv_m1), whose mean is -12.0% "
+    "(better on 4 of 6 seeds); the ensembles -14.2% against -13.3% (first members) and -11.5% (second "
+    "members, mpa_cv_m1 vs direct_cv_m1). Neither adopted: no recipe change was run on fresh seeds."
 )
 
 
