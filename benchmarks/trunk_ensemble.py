@@ -25,8 +25,6 @@ are recomputed the same way for the paired comparison.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -35,27 +33,24 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from calibration_gap import read  # noqa: E402
 from common import format_table, write_results  # noqa: E402
-from mpa_vs_direct import bootstrap_ci, restore_labels  # noqa: E402
+from interval_clusters import BAND  # noqa: E402
+from mpa_vs_direct import bootstrap_ci  # noqa: E402
 
-from mpa_ase.training.trainer import MIN_CALIBRATION, conformal_fit  # noqa: E402
-
-LEVEL, BAND = 0.9, (0.85, 0.95)
-SIDES = ("val", "test", "out_of_fold")
+from mpa_ase.training.trainer import INTERVAL_LEVEL, MIN_CALIBRATION, conformal_fit  # noqa: E402
 
 
-def read(paths: list[str], methods: set[str], split: str, seeds: set[int] | None) -> dict:
-    """(property, seed, method) -> prediction line; a later file does not replace an earlier line."""
-    out = {}
-    for path in paths:
-        opener = gzip.open if str(path).endswith(".gz") else open
-        with opener(path, "rt") as f:
-            lines = [json.loads(x) for x in f if x.strip()]
-        lines = [x for x in lines if x["method"] in methods and x["split"] == split
-                 and (seeds is None or x["seed"] in seeds)]
-        for line in restore_labels(lines):
-            out.setdefault((line["property"], line["seed"], line["method"]), line)
-    return out
+def member_lists(mpa: str, direct: str) -> tuple[list[str], list[str]]:
+    """The two ensembles' methods from comma-separated lists: as many on each side
+    (member k of one is compared with member k of the other), none twice on a side."""
+    out = [[m.strip() for m in side.split(",") if m.strip()] for side in (mpa, direct)]
+    if not out[0] or len(out[0]) != len(out[1]):
+        raise ValueError(f"--mpa and --direct must name as many methods each (got {out[0]} and {out[1]})")
+    for side in out:
+        if len(set(side)) != len(side):
+            raise ValueError(f"a method is named twice in {side}: an ensemble of a method with itself is that method")
+    return out[0], out[1]
 
 
 def combine(lines: list[dict], side: str) -> dict | None:
@@ -78,7 +73,7 @@ def combine(lines: list[dict], side: str) -> dict | None:
 
 
 def coverage(lines: list[dict]) -> tuple[int, int, float]:
-    """(covered, n, mean width) on test of the interval calibrated as a head's is."""
+    """(covered, n, mean width over the test MAE) on test of the interval calibrated as a head's is."""
     val, test = combine(lines, "val"), combine(lines, "test")
     y, pred, std = (val[k] for k in ("y", "pred", "std"))
     if len(y) < MIN_CALIBRATION:
@@ -86,9 +81,10 @@ def coverage(lines: list[dict]) -> tuple[int, int, float]:
         if oof is None:
             return 0, 0, float("nan")
         y, pred, std = (np.concatenate([a, oof[k]]) for a, k in zip((y, pred, std), ("y", "pred", "std")))
-    q, floor = conformal_fit(y, pred, std, LEVEL)
-    inside = np.abs(test["y"] - test["pred"]) <= q * (test["std"] + floor)
-    return int(inside.sum()), len(inside), float(np.mean(2 * q * (test["std"] + floor)))
+    q, floor = conformal_fit(y, pred, std, INTERVAL_LEVEL)
+    err = np.abs(test["y"] - test["pred"])
+    inside = err <= q * (test["std"] + floor)
+    return int(inside.sum()), len(inside), float(np.mean(2 * q * (test["std"] + floor)) / np.mean(err))
 
 
 def main() -> None:
@@ -100,9 +96,10 @@ def main() -> None:
     ap.add_argument("--seeds", default=None, help="comma-separated; default: every seed with all members")
     ap.add_argument("--name", default="trunk_ensemble")
     args = ap.parse_args()
-    mpa, direct = args.mpa.split(","), args.direct.split(",")
+    mpa, direct = member_lists(args.mpa, args.direct)
     seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
-    lines = read(args.predictions, set(mpa + direct), args.split, seeds)
+    lines = {(x["property"], x["seed"], x["method"]): x for x in read(args.predictions)
+             if x["method"] in mpa + direct and x["split"] == args.split and (seeds is None or x["seed"] in seeds)}
     heads = sorted({(p, s) for p, s, _ in lines if all((p, s, m) in lines for m in mpa + direct)})
     if not heads:
         raise SystemExit("no target and seed has every member's predictions")
@@ -118,8 +115,7 @@ def main() -> None:
             c = cover[key][p]
             c[0] += covered
             c[1] += n
-            c[2].append(width / np.mean(np.abs(combine([lines[p, s, m] for m in ms], "test")["y"]
-                                               - combine([lines[p, s, m] for m in ms], "test")["pred"])))
+            c[2].append(width)
     props = sorted({p for p, _ in heads})
     rows = []
     for p in props:

@@ -101,7 +101,19 @@ def test_ensemble_interval_is_calibrated_as_a_head_is():
     scores = np.abs(y - np.asarray(one["val"]["pred"])) / (np.asarray(one["val"]["std"]) + floor)
     # calibrated and tested on the same 40 compounds: ceil(41 * 0.9) = 37 of them inside
     assert covered == int(np.sum(scores <= q)) == 37 and n == 40
-    assert width == pytest.approx(np.mean(2 * q * (np.asarray(one["val"]["std"]) + floor)))
+    mae = np.mean(np.abs(y - np.asarray(one["val"]["pred"])))
+    assert width == pytest.approx(np.mean(2 * q * (np.asarray(one["val"]["std"]) + floor)) / mae)  # in test MAEs
     # under 10 validation compounds and no out-of-fold predictions: no interval
     small = _line("m", ids[:5], list(y[:5]), list(y[:5]), [1.0] * 5)
     assert te.coverage([small])[1] == 0
+
+
+def test_ensemble_members_are_named_in_pairs():
+    te = _module("trunk_ensemble")
+    assert te.member_lists("mpa_cv, mpa_cv_m1", "direct_cv,direct_cv_m1") == (
+        ["mpa_cv", "mpa_cv_m1"], ["direct_cv", "direct_cv_m1"])
+    for mpa, direct, match in (("mpa_cv,mpa_cv_m1", "direct_cv", "as many methods"),
+                               ("", "", "as many methods"),
+                               ("mpa_cv,mpa_cv", "direct_cv,direct_cv_m1", "named twice")):
+        with pytest.raises(ValueError, match=match):
+            te.member_lists(mpa, direct)

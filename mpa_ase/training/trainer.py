@@ -507,6 +507,8 @@ class WeightAverage:
             self.state = {k: v.detach().clone() for k, v in current.items()}
             return
         for k, v in current.items():
+            if self.state[k].device != v.device:  # resumed from a checkpoint read onto the CPU
+                self.state[k] = self.state[k].to(v.device)
             if v.is_floating_point():
                 self.state[k].lerp_(v, 1.0 - self.decay)
             else:
