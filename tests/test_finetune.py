@@ -12,7 +12,7 @@ import torch
 from mpa_ase.data.dft import (EV_PER_A3_PER_GPA, LabelledStructure, energy_from_enthalpy, load_structures,
                               vasp_kbar_to_ase)
 from mpa_ase.training import run_phase
-from mpa_ase.training.finetune import parse_trainable, read_finetune_config, set_trainable
+from mpa_ase.training.finetune import FinetuneOptim, parse_trainable, read_finetune_config, set_trainable
 
 ALEX = {"loader": "alexandria_pressure", "limit": 16, "pressures": [0, 50, 150], "max_atoms": 8}
 FAST = {"epochs": 3, "batch_size": 8, "lr": 2e-4}
@@ -82,6 +82,9 @@ def test_bad_config_and_labels_are_named(tmp_path):
         read_finetune_config({**base, "loss": {"energy": -1}})
     with pytest.raises(ValueError, match="needs data"):
         read_finetune_config({"output": "x"})
+    for bad in (1.0, -0.1, "0.99", True):
+        with pytest.raises(ValueError, match="optim.ema_decay must be a number in \\[0, 1\\)"):
+            FinetuneOptim.from_dict({"ema_decay": bad}, 0)
     from ase.build import bulk
 
     with pytest.raises(ValueError, match="convert to ASE's eV/Å³"):
@@ -198,3 +201,35 @@ def test_finetune_a_second_backbone_matgl(tmp_path, shared_data):
     e = a.get_potential_energy()
     a.calc = MPACalculator(backbone="matgl", model=path, device="cpu")
     assert abs(e - a.get_potential_energy()) > 1e-4
+
+
+@pytest.mark.slow
+def test_ema_finetuning_validates_the_average_and_resumes_bit_for_bit(tmp_path, shared_data):
+    cfg = {"data": [{**ALEX, "limit": 6}], "loss": {"forces": 0.0}, "trainable": "last 1", "seed": 1,
+           "split": {"val": 0.34}}
+
+    def run(name, ema, **kw):
+        optim = {"epochs": 3, "batch_size": 2, "lr": 5e-4, "patience": 5, "ema_decay": ema}
+        return run_phase("finetune", {**cfg, "optim": optim, "output": str(tmp_path / name)}, progress=False, **kw)
+
+    def curve(out):
+        return [h["val_metric"] for h in out["history"]]
+
+    plain, tiny, ema = run("plain", 0.0), run("tiny", 1e-12), run("ema", 0.5)
+    # a vanishing decay averages nothing away: the plain run's validation curve
+    assert curve(tiny) == pytest.approx(curve(plain), rel=1e-6, abs=1e-9)
+    assert max(abs(a - b) for a, b in zip(curve(ema)[1:], curve(plain)[1:])) > 1e-6
+    # the run keeps what early stopping validated: the average, when the best epoch is the last
+    ckpt = torch.load(tmp_path / "ema" / "checkpoint.pt", weights_only=True)
+    kept = torch.load(ema["model"], weights_only=True)["backbone_state"]
+    metrics = curve(ema)
+    assert ckpt["ema"] is not None and min(metrics) == metrics[-1]
+    moved = 0
+    for k, v in kept.items():
+        assert torch.equal(v, ckpt["ema"]["backbone." + k].to(v.dtype)), k
+        moved += not torch.equal(ckpt["ema"]["backbone." + k], ckpt["module"]["backbone." + k])
+    assert moved > 0  # the average is not the live weights
+    # interrupted after one epoch and resumed: the same weights bit for bit
+    assert run("killed", 0.5, stop_after=1)["finished"] is False
+    resumed = torch.load(run("killed", 0.5)["model"], weights_only=True)["backbone_state"]
+    assert all(torch.equal(resumed[k], kept[k]) for k in kept)

@@ -49,7 +49,8 @@ from mpa_ase.neighbors.geometry import as_cell, as_pbc
 from mpa_ase import parallel as dist
 from mpa_ase.training.config import check_keys, load_yaml_or_dict
 from mpa_ase.training.rng import seeded
-from mpa_ase.training.trainer import code_fingerprint, load_training_state, resume_state, save_training_state
+from mpa_ase.training.trainer import (WeightAverage, code_fingerprint, load_training_state, resume_state,
+                                     save_training_state)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ class FinetuneOptim:
     weight_decay: float = 0.0
     patience: int = 5
     seed: int = 0
+    # > 0: early stopping validates, and the run keeps, an exponential moving average of the
+    # weights (decay per optimizer step), as MACE's --ema does and the head phases' optim.ema_decay
+    ema_decay: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict | None, seed: int) -> FinetuneOptim:
@@ -93,6 +97,9 @@ class FinetuneOptim:
         out = cls(**d)
         if out.epochs < 0 or out.batch_size < 1 or out.patience < 1 or not out.lr > 0:
             raise ValueError(f"bad optim settings {asdict(out)}: epochs >= 0, batch_size >= 1, patience >= 1, lr > 0")
+        ema = out.ema_decay
+        if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
+            raise ValueError(f"optim.ema_decay must be a number in [0, 1) (0: off), got {ema!r}")
         return out
 
 
@@ -287,6 +294,7 @@ class FinetuneTrainer:
         self.bank = GraphBank(model.cutoff, dtype, device)
         self.optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay) if params else None
         self.rank, self.world = dist.rank_world()
+        self.ema: WeightAverage | None = None  # set by fit (optim.ema_decay), resumed from the checkpoint
 
     @property
     def checkpoint_path(self) -> Path:
@@ -347,7 +355,8 @@ class FinetuneTrainer:
             metric, e = self.val_metric() if self.val else (math.inf, {})
             state = {"epoch": 0, "best_metric": metric, "bad_epochs": 0,
                      "history": [{"epoch": -1, "train_loss": float("nan"), "val_metric": metric, "val": e}],
-                     "best_module": copy.deepcopy(self.model.state_dict())}
+                     "best_module": copy.deepcopy(self.model.state_dict()), "ema": None}
+        self.ema = WeightAverage(self.cfg.ema_decay, state.get("ema")) if self.cfg.ema_decay else None
         epochs = self.cfg.epochs if self.optimizer is not None else 0
         bar = tqdm(total=epochs, initial=min(state["epoch"], epochs), desc="fine-tuning",
                    disable=not self.progress or self.rank != 0)
@@ -373,14 +382,24 @@ class FinetuneTrainer:
                         value = float(loss.detach())
                     losses.append(dist.sum_gradients(self.params, value))
                     self.optimizer.step()
+                    if self.ema is not None:  # every rank holds the same weights, so the same average
+                        self.ema.update(self.model)
             seconds = time.perf_counter() - t0
             self.model.eval()
+            live = None
+            if self.ema is not None and self.ema.state is not None:
+                # validate (and keep) the average; train on from the live weights
+                live = copy.deepcopy(self.model.state_dict())
+                self.model.load_state_dict(self.ema.state)
+                state["ema"] = self.ema.state
             metric, e = self.val_metric() if self.val else (float(np.mean(losses)), {})
             metric, e = dist.broadcast_object((metric, e))  # rank 0 decides early stopping
             if metric < state["best_metric"] - 1e-12:
                 state.update(best_metric=metric, bad_epochs=0, best_module=copy.deepcopy(self.model.state_dict()))
             else:
                 state["bad_epochs"] += 1
+            if live is not None:
+                self.model.load_state_dict(live)
             n_done = sum(len(b) for b in plan)
             state["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_metric": metric,
                                      "val": e, "structures_per_s": n_done / max(seconds, 1e-9)})
