@@ -251,7 +251,12 @@ def _check_optim(optim: dict) -> None:
         elif key == "weight_decay":
             _need(_is_number(value) and value >= 0, "optim.weight_decay", "a number >= 0", value)
         elif key == "ema_decay":
-            _need(_is_number(value) and 0 <= value < 1, "optim.ema_decay", "a number in [0, 1) (0: off)", value)
+            check_ema_decay(value)
+
+
+def check_ema_decay(value) -> None:
+    """``optim.ema_decay`` of any training phase: 0 (off) or a decay in (0, 1)."""
+    _need(_is_number(value) and 0 <= value < 1, "optim.ema_decay", "a number in [0, 1) (0: off)", value)
 
 
 def check_head_phase_config(cfg: dict) -> HeadPhaseConfig:

@@ -47,7 +47,7 @@ from mpa_ase.graph import AtomsGraph, SystemNeighbors
 from mpa_ase.neighbors import neighbor_list
 from mpa_ase.neighbors.geometry import as_cell, as_pbc
 from mpa_ase import parallel as dist
-from mpa_ase.training.config import check_keys, load_yaml_or_dict
+from mpa_ase.training.config import check_ema_decay, check_keys, load_yaml_or_dict
 from mpa_ase.training.rng import seeded
 from mpa_ase.training.trainer import (WeightAverage, code_fingerprint, load_training_state, resume_state,
                                      save_training_state)
@@ -97,9 +97,7 @@ class FinetuneOptim:
         out = cls(**d)
         if out.epochs < 0 or out.batch_size < 1 or out.patience < 1 or not out.lr > 0:
             raise ValueError(f"bad optim settings {asdict(out)}: epochs >= 0, batch_size >= 1, patience >= 1, lr > 0")
-        ema = out.ema_decay
-        if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
-            raise ValueError(f"optim.ema_decay must be a number in [0, 1) (0: off), got {ema!r}")
+        check_ema_decay(out.ema_decay)
         return out
 
 
@@ -386,20 +384,13 @@ class FinetuneTrainer:
                         self.ema.update(self.model)
             seconds = time.perf_counter() - t0
             self.model.eval()
-            live = None
-            if self.ema is not None and self.ema.state is not None:
-                # validate (and keep) the average; train on from the live weights
-                live = copy.deepcopy(self.model.state_dict())
-                self.model.load_state_dict(self.ema.state)
-                state["ema"] = self.ema.state
-            metric, e = self.val_metric() if self.val else (float(np.mean(losses)), {})
-            metric, e = dist.broadcast_object((metric, e))  # rank 0 decides early stopping
-            if metric < state["best_metric"] - 1e-12:
-                state.update(best_metric=metric, bad_epochs=0, best_module=copy.deepcopy(self.model.state_dict()))
-            else:
-                state["bad_epochs"] += 1
-            if live is not None:
-                self.model.load_state_dict(live)
+            with WeightAverage.validated(self.ema, self.model, state):
+                metric, e = self.val_metric() if self.val else (float(np.mean(losses)), {})
+                metric, e = dist.broadcast_object((metric, e))  # rank 0 decides early stopping
+                if metric < state["best_metric"] - 1e-12:
+                    state.update(best_metric=metric, bad_epochs=0, best_module=copy.deepcopy(self.model.state_dict()))
+                else:
+                    state["bad_epochs"] += 1
             n_done = sum(len(b) for b in plan)
             state["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_metric": metric,
                                      "val": e, "structures_per_s": n_done / max(seconds, 1e-9)})

@@ -18,6 +18,7 @@ stopping.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -410,22 +411,14 @@ class Trainer:
             device = next(self.headset.parameters()).device
             with seeded(self.cfg.seed * 100_003 + epoch + 7919 * self.rank, device):  # dropout's stream
                 losses = [self._step(b) for b in self.epoch_plan(epoch)]
-            live = None
-            if self.ema is not None and self.ema.state is not None:
-                # validate (and keep) the average; train on from the live weights
-                live = copy.deepcopy(self.headset.state_dict())
-                self.headset.load_state_dict(self.ema.state)
-                state["ema"] = self.ema.state
-            metric, maes = dist.broadcast_object(self.validation() if self.rank == 0 else None)
-            improved = metric < state["best_metric"] - 1e-9
-            if improved:
-                state["best_metric"] = metric
-                state["bad_epochs"] = 0
-                state["best_module"] = copy.deepcopy(self.headset.state_dict())
-            if live is not None:
-                self.headset.load_state_dict(live)
-            if not improved:
-                state["bad_epochs"] += 1
+            with WeightAverage.validated(self.ema, self.headset, state):
+                metric, maes = dist.broadcast_object(self.validation() if self.rank == 0 else None)
+                if metric < state["best_metric"] - 1e-9:
+                    state["best_metric"] = metric
+                    state["bad_epochs"] = 0
+                    state["best_module"] = copy.deepcopy(self.headset.state_dict())
+                else:
+                    state["bad_epochs"] += 1
             state["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_metric": metric,
                                      "val_mae": maes})
             state["epoch"] = epoch + 1
@@ -499,6 +492,23 @@ class WeightAverage:
             raise ValueError(f"optim.ema_decay must be in (0, 1) to average weights, got {decay}")
         self.decay = decay
         self.state = state
+
+    @staticmethod
+    @contextlib.contextmanager
+    def validated(average: WeightAverage | None, module: nn.Module, state: dict):
+        """Inside, ``module`` holds the average (what early stopping validates and the run
+        keeps, recorded in ``state['ema']`` for the checkpoint); after, its live weights again,
+        to train on. Without an average (None, or no step yet) the module is left as it is."""
+        if average is None or average.state is None:
+            yield
+            return
+        live = copy.deepcopy(module.state_dict())
+        module.load_state_dict(average.state)
+        state["ema"] = average.state
+        try:
+            yield
+        finally:
+            module.load_state_dict(live)
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
