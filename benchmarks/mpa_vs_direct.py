@@ -747,7 +747,15 @@ PROTOCOL = (
     "Result on fresh OOD seeds 30-35 (results/mpa_vs_direct_aux3000_fresh_summary.md; measured sizes 65.8k "
     "before and 59.7k after the guard on seed 30, against 30.4k and 26.6k): mpa_cv_aux3000 -11.6% vs "
     "direct_cv against mpa_cv's -10.7% (better on seeds 30, 31 and 35, worse on 32-34; 90% intervals "
-    "20 of 30 within 85-95% against 19); not adopted. The primary comparison now covers fresh seeds 9-35."
+    "20 of 30 within 85-95% against 19); not adopted. The primary comparison now covers fresh seeds 9-35. "
+    "Session 20, declared before any run of it on fresh seeds: the two-member ensemble of session 18 "
+    "(benchmarks/trunk_ensemble.py: mpa_cv averaged with mpa_cv_m1, a second mid-training run with seed + 1000 "
+    "post-trained with the same recipe, against direct_cv averaged with direct_cv_m1, post-trained with seed + "
+    "1000; the same number of fits on both sides; -14.2% on the seen seeds 18-23 against -13.3% and -11.5% for "
+    "its members) is run on fresh OOD seeds from 36 on with the same command plus mpa_cv_m1,direct_cv_m1. It is "
+    "judged by its mean change against mpa_cv vs direct_cv on the same fresh seeds, and by its 90% intervals "
+    "(mean test coverage and properties within 85-95%, pooled over those seeds) against mpa_cv's; it would "
+    "replace the recipe only if both are better. mpa_cv vs direct_cv stays the primary comparison."
 )
 
 
