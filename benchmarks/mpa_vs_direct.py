@@ -367,6 +367,8 @@ def load(spec: dict, cap: int, seed: int = 0) -> list:
 
 def auxiliary_samples(cap: int, targets) -> list:
     """Mid-training samples: every AUX source, at most ``cap`` per task, no target task."""
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+        raise ValueError(f"samples per auxiliary task must be an integer >= 1, got {cap!r}")
     aux = []
     for ld in AUX:
         aux += load(ld, cap)

@@ -117,3 +117,10 @@ def test_ensemble_members_are_named_in_pairs():
                                ("mpa_cv,mpa_cv", "direct_cv,direct_cv_m1", "named twice")):
         with pytest.raises(ValueError, match=match):
             te.member_lists(mpa, direct)
+
+
+def test_auxiliary_samples_refuses_a_bad_cap_before_loading_anything():
+    mvd = _module("mpa_vs_direct")
+    for cap in (0, -5, 2.5, True, "1000"):
+        with pytest.raises(ValueError, match="samples per auxiliary task"):
+            mvd.auxiliary_samples(cap, {})
