@@ -154,3 +154,36 @@ def test_group_folds_deal_whole_groups_evenly():
         with pytest.raises(ValueError, match="folds"):
             group_folds(mols, "scaffold", bad)
 
+
+
+def test_held_out_groups_land_on_validation_or_test_whatever_their_size():
+    """Split-conformal intervals are calibrated on the validation side and hold
+    on the test side only if the two are exchangeable: a held-out group of any
+    size goes to validation about as often as its share (1/3 here), and no
+    held-out group is larger than the validation side could take. (Dealt
+    smallest first into sides capped at their shares, the groups of 15 went to
+    test on every seed.)"""
+    from types import SimpleNamespace
+
+    from ase.data import chemical_symbols
+
+    from mpa_ase.validation.splits import chemical_system, split
+
+    sizes = [1] * 10 + [2] * 5 + [4] * 5 + [8] * 4 + [15] * 4 + [30] * 3 + [100]
+    pairs = [(a, b) for a in chemical_symbols[1:40] for b in ("O", "S", "Se", "Te") if a not in ("O", "S", "Se", "Te")]
+    crystals = [SimpleNamespace(identity=f"{a}{k}{b}", formula=f"{a}{k}{b}", smiles=None, value=float(k))
+                for (a, b), size in zip(pairs, sizes) for k in range(1, size + 1)]
+    n = len(crystals)
+    system = {c.identity: chemical_system(c) for c in crystals}
+    size_of = {g: list(system.values()).count(g) for g in set(system.values())}
+    on_val = {}  # group size -> for each time such a group was held out: did validation take it?
+    for seed in range(200):
+        train, val, test = split(crystals, "cluster", val=0.1, test=0.2, seed=seed)
+        assert val and test and not train & (val | test) and len(train | val | test) == n
+        for side, ids in (("val", val), ("test", test)):
+            for g in {system[i] for i in ids}:
+                assert size_of[g] <= 0.1 * n
+                on_val.setdefault(size_of[g], []).append(side == "val")
+    assert set(on_val) == {1, 2, 4, 8, 15}
+    for size, landed in on_val.items():
+        assert abs(np.mean(landed) - 1 / 3) < 0.1, (size, np.mean(landed))
