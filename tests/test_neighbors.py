@@ -83,8 +83,8 @@ def test_matches_vesin(backend, system):
     _check_against_vesin(system, backend)
 
 
-# Triton runs in its interpreter on the CPU (~0.13 s a case, 4.6 of the suite's
-# 26 min for the two references): ASE checks it on N_CASES systems above,
+# Triton runs in its interpreter on the CPU (~0.13 s a case; 9.2 of the suite's
+# 26 min went to its two references): ASE checks it on N_CASES systems above,
 # vesin (the second reference) on a quarter as many
 @settings(max_examples=N_CASES // 4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(system=systems())

@@ -155,7 +155,6 @@ def test_group_folds_deal_whole_groups_evenly():
             group_folds(mols, "scaffold", bad)
 
 
-
 def test_held_out_groups_land_on_validation_or_test_whatever_their_size():
     """Split-conformal intervals are calibrated on the validation side and hold
     on the test side only if the two are exchangeable: a held-out group of any
