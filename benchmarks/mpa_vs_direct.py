@@ -779,6 +779,13 @@ PROTOCOL = (
     "side's MAE over the test MAE is still 0.85 (median over 94 heads; 0.99 dealt again; "
     "results/calibration_gap_xdeal_fresh.md): early stopping's part of the gap stays. mpa_cv vs direct_cv "
     "-10.5% (CI -17.9 to -2.9; the 4-seed windows of seeds 9-39 gave -8.8 to -14.7%)."
+    " Session 22, nothing changed in code or recipe: more fresh OOD seeds of the new-deal series are run "
+    "with the same command from 44 on, as many as the session allows, every one of them reported with seeds "
+    "40-43 (seeds 44 and 45 resume the runs started with the same command in session 21 and stopped after 7 "
+    "of 30 targets; their per-target lines were printed then, nothing of them was reported). Declared before "
+    "seeds 46 on were run, secondary: the count of properties within 85-95% is read against what exactly "
+    "calibrated intervals would give with the same side sizes and seeds (benchmarks/interval_clusters.py, "
+    "whole groups exchanged), as for seeds 18-29."
 )
 
 
