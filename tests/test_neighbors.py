@@ -55,10 +55,11 @@ def _need(backend):
         pytest.importorskip("triton")
 
 
-def _check_against_reference(pos, cell, pbc, cutoff, backend):
+def _check_against_reference(pos, cell, pbc, cutoff, backend, got=None):
+    """``got``: the backend's (i, j, S) already computed on this system."""
     _need(backend)
     ai, aj, aS = primitive_neighbor_list("ijS", pbc, cell, pos, cutoff, self_interaction=False)
-    i, j, s = neighbor_list(pos, cell, pbc, cutoff, backend=backend)
+    i, j, s = got if got is not None else neighbor_list(pos, cell, pbc, cutoff, backend=backend)
     assert len(i) == len(ai)
     assert pair_set(i, j, s) == pair_set(ai, aj, aS)
     if len(i):
@@ -69,37 +70,43 @@ def _check_against_reference(pos, cell, pbc, cutoff, backend):
         assert np.all(distances(pos, cell, i, j, s) < cutoff)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+CPU_BACKENDS = [b for b in BACKENDS if b != "triton"]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @settings(max_examples=N_CASES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(system=systems())
 def test_matches_ase(backend, system):
     _check_against_reference(*system, backend)
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @settings(max_examples=N_CASES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(system=systems())
 def test_matches_vesin(backend, system):
     _check_against_vesin(system, backend)
 
 
-# Triton runs in its interpreter on the CPU (~0.13 s a case; 9.2 of the suite's
-# 26 min went to its two references): ASE checks it on N_CASES systems above,
-# vesin (the second reference) on a quarter as many
-@settings(max_examples=N_CASES // 4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+# Triton runs in its interpreter on the CPU (~0.13 s a system, most of the
+# suite's neighbour-list time), so each system's list is computed once and
+# checked against both references
+@settings(max_examples=N_CASES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(system=systems())
-def test_triton_matches_vesin(system):
-    _check_against_vesin(system, "triton")
+def test_triton_matches_ase_and_vesin(system):
+    _need("triton")
+    got = neighbor_list(*system, backend="triton")
+    _check_against_reference(*system, "triton", got=got)
+    _check_against_vesin(system, "triton", got=got)
 
 
-def _check_against_vesin(system, backend):
+def _check_against_vesin(system, backend, got=None):
     vesin = pytest.importorskip("vesin")
     _need(backend)
     pos, cell, pbc, cutoff = system
     if len(pos) == 0:
         return
     vi, vj, vS = vesin.NeighborList(cutoff=cutoff, full_list=True).compute(pos, cell, pbc.tolist(), "ijS")
-    i, j, s = neighbor_list(pos, cell, pbc, cutoff, backend=backend)
+    i, j, s = got if got is not None else neighbor_list(pos, cell, pbc, cutoff, backend=backend)
     assert pair_set(i, j, s) == pair_set(vi, vj, vS)
 
 
