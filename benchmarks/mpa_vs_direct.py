@@ -301,11 +301,25 @@ METHODS = {
     # stopping than a copy stopped on half (declared after seeds 18-19 of mpa_cv_xfit were seen)
     "mpa_cv_xfit5": {**RECIPE, "head_init": "cv", "calibration": {"cross_fit": True, "cross_fit_folds": 5},
                      "cv_from": "mpa_cv"},
+    # mpa_cv and direct_cv whose final heads do not stop early on the validation side: each trains
+    # for the epochs its inner-fold fits took (the median of the chosen candidate's best epochs over
+    # the 3 folds, rounded up; head_init_cv.epochs: cv) and keeps its last weights, so the side that
+    # calibrates the 90% interval no longer picks the weights. The inner CV's choice is the recipe's
+    # ("cv_from"; the chosen candidate's folds are fitted again, as they were, for their epochs).
+    # Why: validation MAE over test MAE is 0.82 for mpa_cv (median over 188 heads of seeds 40-47;
+    # 0.99-1.00 with the sides dealt again), so intervals calibrated there fall short on test, and
+    # neither a calibration set held apart (mpa_cv_cal: fewer compounds) nor cross-fit copies
+    # (mpa_cv_xfit: copies stopped differently from the final head) fixed the count within 85-95%.
+    # Declared in session 23 before any run of it and run only on fresh OOD seeds (see PROTOCOL).
+    "mpa_cv_ecv": {**RECIPE, "head_init": "cv", "epochs": "cv", "cv_from": "mpa_cv"},
+    "direct_cv_ecv": {"mid": None, "head_init": "cv", "cv": "direct", "readout": "hybrid", "epochs": "cv",
+                      "cv_from": "direct_cv"},
 }
 # each method is compared with its baseline: the tuned MPA with the tuned direct fine-tuning
 BASELINE = {"mpa_cv": "direct_cv", "mpa_cv_t": "direct_cv", "mpa_cv_frozen": "direct_cv", "mpa_cv_nodup": "direct_cv",
             "mpa_cv_novel": "direct_cv", "mpa_cv_ema": "direct_cv", "mpa_cv_aux3000": "direct_cv", "mpa_cv_m1": "direct_cv_m1",
-            "mpa_cv_cal": "direct_cv_cal", "mpa_cv_xfit": "direct_cv_xfit", "mpa_cv_xfit5": "direct_cv"}
+            "mpa_cv_cal": "direct_cv_cal", "mpa_cv_xfit": "direct_cv_xfit", "mpa_cv_xfit5": "direct_cv",
+            "mpa_cv_ecv": "direct_cv_ecv"}
 ABLATIONS = ("mpa_fresh_head", "mpa_no_computational", "mpa_other_class_only", "mpa_3_sources", "mpa_10_sources")
 READOUT_ABLATIONS = ("mpa_readout_mean", "mpa_readout_attention", "mpa_readout_sum")
 
@@ -602,7 +616,8 @@ def main() -> None:
                            "seed": run_seed, "cache_dir": cache_dir, "split": sc, "optim": optim,
                            "head": {"members": 3, "readout": how["readout"]},
                            "head_init": how["head_init"], "head_init_top": how.get("top", 1),
-                           **({"head_init_cv": {"candidates": cv_from(how, records, task, kind, seed)}}
+                           **({"head_init_cv": {"candidates": cv_from(how, records, task, kind, seed),
+                                                **({"epochs": how["epochs"]} if "epochs" in how else {})}}
                               if "cv" in how or "cv_from" in how else {}),
                            **({"calibration": how["calibration"]} if "calibration" in how else {})}
                     out = train_and_write(cfg, "posttrain", PhaseModel(spec, backbone, trunk, mid_heads or {}),
@@ -619,7 +634,9 @@ def main() -> None:
                            "interval_coverage_test": m.get("interval", {}).get("coverage_test"),
                            "interval_calibrated_on": m.get("interval", {}).get("calibrated_on")}
                     if "head_start_cv" in m:
-                        rec["head_start_cv"] = {k: m["head_start_cv"][k] for k in ("candidate", "cv_mae", "held_out")}
+                        rec["head_start_cv"] = {k: m["head_start_cv"][k] for k in ("candidate", "cv_mae", "held_out",
+                                                                                    "best_epochs", "final_epochs")
+                                                if k in m["head_start_cv"]}
                     if "cv_from" in how:
                         base = same_head(records, task, kind, seed, how["cv_from"])
                         rec["mae_equals_" + how["cv_from"]] = rec["mae"] == base["mae"]
@@ -797,6 +814,18 @@ PROTOCOL = (
     "new-deal series are run with the same command from 48 on, two at a time, as many as the session allows, "
     "every one of them reported with seeds 40-47 and judged as in session 22 (mpa_cv vs direct_cv with its "
     "bootstrap CI; mpa_cv's 90% intervals averaged over seeds, and the pooled count against exact calibration)."
+    " Then, after seeds 48 and 49 and before any run of it, a variant of the final heads was declared "
+    "(mpa_cv_ecv against direct_cv_ecv; head_init_cv.epochs: cv): the inner CV's choice is mpa_cv's "
+    "(direct_cv's), but the final head trains for the median, rounded up, of the chosen candidate's best "
+    "epochs over its 3 inner-fold fits and keeps its last weights, so the validation side that calibrates "
+    "the 90% interval picks no weights. It is run only on fresh OOD seeds from 50 on, with the same command "
+    "plus mpa_cv_ecv,direct_cv_ecv (seeds 50 and 51, started with the plain command, were stopped during "
+    "mid-training, before any target was post-trained, and started again with it), and judged by its 90% "
+    "intervals (properties within 85-95% and distance of the mean coverage from 90%, coverage averaged over "
+    "those seeds; the pooled count against exact calibration) against mpa_cv's on the same seeds, and by "
+    "mpa_cv_ecv vs direct_cv_ecv against mpa_cv vs direct_cv. It would replace the recipe's final fit only "
+    "if its intervals are better on both counts and its mean change is no worse; mpa_cv vs direct_cv stays "
+    "the primary comparison."
 )
 
 

@@ -5,6 +5,7 @@ weights, checkpoints are atomic and damaged ones are named."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -653,6 +654,83 @@ def test_finish_ends_an_interrupted_run_with_its_best_weights(runs, tmp_path):
     out = run_phase("posttrain", base, progress=False, finish=True)
     assert out["finished"] and len(out["history"]) == 3
     assert (tmp_path / "run" / "model.pt").exists()
+
+
+def test_keep_last_trains_every_epoch_and_keeps_its_last_weights(runs, tmp_path):
+    """optim.keep: last ignores patience and keeps the weights training ended
+    with (the checkpoint's live module), not the best validation epoch's."""
+    import numpy as np
+
+    from mpa_ase.training.trainer import OptimConfig
+
+    base = {**runs["base"], "init": runs["mid"]["model"], "target": TARGET}
+    out = {}
+    for keep in ("last", "best"):
+        out[keep] = run_phase("posttrain", {**base, "output": str(tmp_path / keep),
+                                            "optim": {"epochs": 14, "patience": 1, "keep": keep}}, progress=False)
+    assert len(out["last"]["history"]) == 14
+    metrics = [h["val_metric"] for h in out["last"]["history"]]
+    assert int(np.argmin(metrics)) < 13  # the last epoch is not the best one: the two choices differ
+    assert len(out["best"]["history"]) < 14  # patience 1 stops the usual run early
+    for keep, which in (("last", "module"), ("best", "best_module")):
+        ckpt = torch.load(tmp_path / keep / "checkpoint.pt", weights_only=False)[which]
+        model = torch.load(out[keep]["model"], weights_only=True)
+        for name, t in model["trunk"]["state"].items():
+            assert torch.equal(t, ckpt["trunk." + name]), (keep, name)
+        for head, entry in model["heads"].items():
+            weights = [n for n in entry["state"] if n.endswith(("weight", "bias"))]  # not the calibration set later
+            assert len(weights) > 10
+            for name in weights:
+                assert torch.equal(entry["state"][name], ckpt[f"heads.{head}.{name}"]), (keep, head, name)
+    with pytest.raises(ValueError, match="optim.keep='final'"):
+        OptimConfig.from_dict({"keep": "final"})
+
+
+def test_final_head_trains_for_the_epochs_its_inner_folds_took(runs, tmp_path, monkeypatch):
+    """head_init_cv.epochs: cv: the chosen candidate's fold fits stop early on
+    validation; the final head trains for the median of their best epochs
+    (rounded up) and keeps its last weights, so validation picks no weights.
+    The choice is early stopping's; the head is the run that asks for that
+    start, that many epochs and keep: last directly."""
+    import numpy as np
+
+    import mpa_ase.training.common as common
+
+    histories = []
+    fit = common.Trainer.fit
+
+    def recording(self, *args, **kwargs):
+        result = fit(self, *args, **kwargs)
+        histories.append([h["val_metric"] for h in result["history"]])
+        return result
+
+    monkeypatch.setattr(common.Trainer, "fit", recording)
+    cands = [{"head_init": "correlated", "head_init_top": 3, "trunk_lr_factor": 0.1}]
+    base = {**runs["base"], "optim": {"epochs": 20, "patience": 3}, "init": runs["mid"]["model"], "target": TARGET}
+    cfg = {**base, "output": str(tmp_path / "ecv"), "head_init": "cv",
+           "head_init_cv": {"folds": 3, "candidates": cands, "epochs": "cv"}}
+    post = run_phase("posttrain", cfg, progress=False)
+    report = post["metrics"][TARGET["task"]]["head_start_cv"]
+    assert len(histories) == 4  # three fold fits, then the final head
+    assert report["best_epochs"] == [int(np.argmin(h)) + 1 for h in histories[:3]]
+    final = int(np.ceil(np.median(report["best_epochs"])))
+    assert report["final_epochs"] == final and len(post["history"]) == final == len(histories[3])
+    print(f"fold best epochs {report['best_epochs']}, final head {final} epochs")
+    same = run_phase("posttrain", {**base, "output": str(tmp_path / "same"), "head_init": "correlated",
+                                   "head_init_top": 3,
+                                   "optim": {**base["optim"], "epochs": final, "keep": "last", "trunk_lr": 2e-4}},
+                     progress=False)
+    assert _test_mae(same) == pytest.approx(_test_mae(post), rel=1e-9)
+    # a stored choice without the fold epochs (a run before the option) is scored again, not misread
+    path = tmp_path / "ecv" / "head_start_cv.json"
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in saved.items() if k != "best_epochs"}))
+    again = run_phase("posttrain", {**cfg, "output": str(tmp_path / "ecv")}, progress=False, restart=True)
+    assert again["metrics"][TARGET["task"]]["head_start_cv"]["best_epochs"] == report["best_epochs"]
+    with pytest.raises(ValueError, match="head_init_cv.epochs='all'"):
+        run_phase("posttrain", {**cfg, "head_init_cv": {"epochs": "all"}})
+    with pytest.raises(ValueError, match="needs optim.keep: best"):
+        run_phase("posttrain", {**cfg, "optim": {"keep": "last"}})
 
 
 def test_nested_config_typos_are_named():

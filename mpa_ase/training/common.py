@@ -194,10 +194,11 @@ class HeadStart:
             init_from_head(head, chosen, self.cfg.seed)
         return head, described
 
-    def fold_predict(self, candidate: dict, fit, val, held) -> tuple[np.ndarray, np.ndarray]:
+    def fold_predict(self, candidate: dict, fit, val, held) -> tuple[np.ndarray, np.ndarray, int]:
         """Mean and ensemble spread on ``held`` of one candidate start trained on
         ``fit`` with early stopping on ``val`` (an inner fold, or the other
-        cross-fit folds; a throwaway copy of the trunk; the spread uncalibrated)."""
+        cross-fit folds; a throwaway copy of the trunk; the spread uncalibrated),
+        and the number of epochs its best validation epoch took."""
         fold_trunk = copy.deepcopy(self.trunk)
         with seeded(self.cfg.seed + 1):
             head, _ = self.make(candidate["head_init"], candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP), fit,
@@ -206,8 +207,8 @@ class HeadStart:
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(headset, {self.task: TaskData(self.name, fit, val, [])}, self.cache,
                               post_optim(self.cfg.raw, candidate), tmp, progress=False, checkpoint=False)
-            trainer.fit(resume=False)
-        return predict(headset, self.name, trainer.batcher, held)
+            result = trainer.fit(resume=False)
+        return (*predict(headset, self.name, trainer.batcher, held), result["best_epochs"])
 
     def choose_by_cv(self, train, val, out, progress: bool = True) -> tuple[dict, dict]:
         """The ``head_init_cv`` candidate with the lowest mean held-out MAE over
@@ -229,8 +230,8 @@ class HeadStart:
             opts["candidates"] = unique
         trunk_hash = hashlib.sha1(b"".join(t.detach().double().numpy().tobytes()
                                            for t in self.trunk.state_dict().values())).hexdigest()
-        key = hashlib.sha1(json.dumps({
-            "opts": opts, "optim": raw.get("optim"), "head": self.head_cfg, "seed": raw.get("seed", 0),
+        key = hashlib.sha1(json.dumps({  # how the final head's epochs are set does not change the choice
+            "opts": {k: v for k, v in opts.items() if k != "epochs"}, "optim": raw.get("optim"), "head": self.head_cfg, "seed": raw.get("seed", 0),
             "trunk": trunk_hash, "sources": sorted(self.source_heads or {}),
             "data": data_hash({self.task: TaskData(self.name, train, val, [])}),
         }, sort_keys=True, default=str).encode()).hexdigest()
@@ -240,15 +241,17 @@ class HeadStart:
                 saved = json.loads(path.read_text())
             except ValueError:
                 saved = {}
-            if saved.get("key") == key:
+            if saved.get("key") == key and (opts["epochs"] != "cv" or "best_epochs" in saved or not saved.get("folds")):
                 return opts["candidates"][saved["chosen"]], saved
         folds = inner_folds(train, opts["folds"], self.cfg.seed)
         bar = tqdm(total=len(folds) * len(opts["candidates"]), desc="head start (inner CV)", disable=not progress)
 
         out_of_fold = defaultdict(lambda: {"identity": [], "y": [], "pred": [], "std": []})
+        epochs = defaultdict(list)
 
         def score(candidate, fit, held):
-            mean, std = self.fold_predict(candidate, fit, val, held)
+            mean, std, n_epochs = self.fold_predict(candidate, fit, val, held)
+            epochs[id(candidate)].append(n_epochs)
             y = np.array([s.value for s in held])
             oof = out_of_fold[id(candidate)]
             oof["identity"] += [s.identity for s in held]  # so an audit can check they are training compounds
@@ -262,7 +265,8 @@ class HeadStart:
         report = {"key": key, "chosen": best, "candidate": describe_candidate(opts["candidates"][best]),
                   "folds": len(folds), "held_out": [len(h) for _, h in folds], "rule": opts["choose"],
                   "cv_mae": {describe_candidate(c): m for c, m in zip(opts["candidates"], means)},
-                  **({"out_of_fold": out_of_fold[id(opts["candidates"][best])]} if folds else {})}
+                  **({"out_of_fold": out_of_fold[id(opts["candidates"][best])],
+                      "best_epochs": epochs[id(opts["candidates"][best])]} if folds else {})}
         if not folds:
             log.warning("%s: no inner fold could be drawn from %d training samples; head start %s taken unscored",
                         self.task, len(train), report["candidate"])
@@ -302,6 +306,7 @@ class PreparedTasks:
     cv_reports: dict = field(default_factory=dict)  # task -> inner-CV report
     records: dict = field(default_factory=dict)  # task -> stored split record
     chosen: dict | None = None  # the head-start candidate chosen by inner CV, if any
+    final_epochs: int | None = None  # set by the inner CV (head_init_cv.epochs: cv): no early stopping
     cross_fit: dict = field(default_factory=dict)  # task -> (HeadStart, candidate, the validation folds)
 
 
@@ -328,7 +333,10 @@ def train_and_write(cfg: dict, phase: str, model: PhaseModel, tasks: dict[str, l
     prepared = prepare_tasks(typed, phase, model, tasks, run, cache, out)
     stored.write(out, tasks=prepared.records)
     headset = HeadSet(model.trunk, prepared.heads)
-    trainer = Trainer(headset, prepared.data, cache, post_optim(cfg, prepared.chosen), out, progress=run.progress,
+    optim = post_optim(cfg, prepared.chosen)
+    if prepared.final_epochs:
+        optim.epochs, optim.keep = prepared.final_epochs, "last"
+    trainer = Trainer(headset, prepared.data, cache, optim, out, progress=run.progress,
                       config={k: v for k, v in cfg.items() if k != "output"})
     result = trainer.fit(stop_after=run.stop_after, resume=run.resume, finish=run.finish)
     if not result["finished"]:
@@ -390,6 +398,8 @@ def prepare_tasks(cfg: HeadPhaseConfig, phase: str, model: PhaseModel, tasks: di
                     raise ValueError("head_init: cv chooses the head start of one target task; "
                                      f"this run has {len(tasks)}")
                 candidate, prepared.cv_reports[task] = start.choose_by_cv(train, val, out, progress=run.progress)
+                if cv_options(cfg.raw)["epochs"] == "cv":
+                    prepared.final_epochs = epochs_from_cv(task, prepared.cv_reports[task])
                 head_init, top = candidate["head_init"], candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
                 prepared.chosen = candidate
                 torch.manual_seed(cfg.seed + 1)  # the final head starts as had this candidate been asked for
@@ -404,6 +414,19 @@ def prepare_tasks(cfg: HeadPhaseConfig, phase: str, model: PhaseModel, tasks: di
                 prepared.cross_fit[task] = (start, prepared.chosen or {"head_init": head_init, "head_init_top": top},
                                             folds)
     return prepared
+
+
+def epochs_from_cv(task: str, report: dict) -> int | None:
+    """The final head's epochs under ``head_init_cv.epochs: cv``: the median (rounded
+    up) of the chosen candidate's inner-fold fits' best epochs. None, with a warning,
+    when no fold was fitted: the head then stops early on validation as usual."""
+    best = report.get("best_epochs") or []
+    if not best or min(best) < 1:
+        log.warning("%s: head_init_cv.epochs=cv, but no inner fold gave a best epoch (%s); the final head "
+                    "stops early on validation instead", task, best)
+        return None
+    report["final_epochs"] = int(np.ceil(np.median(best)))
+    return report["final_epochs"]
 
 
 def hold_calibration_apart(cfg: HeadPhaseConfig, task: str, val: list, record: dict | None) -> tuple[list, list]:
@@ -467,7 +490,7 @@ def cross_fit_predictions(prepared: PreparedTasks, task: str, t: TaskData, progr
     for k in tqdm(range(len(folds)), desc=f"{task}: cross-fit calibration", disable=not progress):
         held = [t.val[i] for i in folds[k]]
         stop = [t.val[i] for j, f in enumerate(folds) if j != k for i in f]
-        mean, std = start.fold_predict(candidate, t.train, stop, held)
+        mean, std, _ = start.fold_predict(candidate, t.train, stop, held)
         out["identity"] += [s.identity for s in held]
         out["index"] += folds[k]
         out["y"] += [float(s.value) for s in held]

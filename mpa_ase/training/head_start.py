@@ -41,7 +41,10 @@ DIRECT_CV_CANDIDATES = (
 )
 CV_PRESETS = {"mpa": DEFAULT_CV_CANDIDATES, "direct": DIRECT_CV_CANDIDATES}
 CANDIDATE_KEYS = {"head_init", "head_init_top", "trunk_lr_factor", "lr_factor"}
-CV_KEYS = {"folds", "candidates", "choose"}
+CV_KEYS = {"folds", "candidates", "choose", "epochs"}
+# early_stopping: the final head stops on the validation side (whose errors then look better than
+# new compounds' do); cv: it trains for the epochs its inner-fold fits took, and keeps its last weights
+CV_EPOCHS = ("early_stopping", "cv")
 # min: the lowest mean fold MAE; one_se: the first candidate (the declared default) unless
 # another beats it by more than one standard error of their paired fold differences
 CV_RULES = ("min", "one_se")
@@ -60,9 +63,14 @@ def cv_options(cfg: dict) -> dict:
     unknown = set(opts) - CV_KEYS
     if unknown:
         raise ValueError(f"unknown head_init_cv option(s) {sorted(unknown)}; known: {sorted(CV_KEYS)}")
-    opts = {"folds": 3, "candidates": "mpa", "choose": "min", **opts}
+    opts = {"folds": 3, "candidates": "mpa", "choose": "min", "epochs": "early_stopping", **opts}
     if opts["choose"] not in CV_RULES:
         raise ValueError(f"head_init_cv.choose={opts['choose']!r}; choose from {CV_RULES}")
+    if opts["epochs"] not in CV_EPOCHS:
+        raise ValueError(f"head_init_cv.epochs={opts['epochs']!r}; choose from {CV_EPOCHS}")
+    if opts["epochs"] == "cv" and (cfg.get("optim") or {}).get("keep", "best") != "best":
+        raise ValueError("head_init_cv.epochs=cv reads the epochs from inner-fold fits that stop early; "
+                         "it needs optim.keep: best")
     if isinstance(opts["candidates"], str):
         if opts["candidates"] not in CV_PRESETS:
             raise ValueError(f"head_init_cv.candidates={opts['candidates']!r}: a list of candidates or one of "

@@ -58,6 +58,9 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
+KEEP = ("best", "last")
+
+
 @dataclass
 class OptimConfig:
     epochs: int = 60
@@ -72,6 +75,10 @@ class OptimConfig:
     # > 0: an exponential moving average of the weights (decay per optimizer step) is what
     # early stopping validates and what the run keeps, as MACE's --ema does
     ema_decay: float = 0.0
+    # best: the weights of the best validation epoch, stopping after ``patience`` epochs without a
+    # better one; last: all ``epochs`` and their last weights, so that the validation side is read by
+    # nothing that picks weights (e.g. epochs chosen by inner CV, the side kept for calibration)
+    keep: str = "best"
 
     @classmethod
     def from_dict(cls, d: dict | None) -> OptimConfig:
@@ -79,6 +86,8 @@ class OptimConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown optim option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        if d.get("keep", "best") not in KEEP:
+            raise ValueError(f"optim.keep={d['keep']!r}; choose from {KEEP}")
         return cls(**d)
 
 
@@ -405,7 +414,8 @@ class Trainer:
         done_here = 0
         bar = tqdm(total=self.cfg.epochs, initial=state["epoch"], desc="training",
                    disable=not self.progress or self.rank != 0)
-        while not finish and state["epoch"] < self.cfg.epochs and state["bad_epochs"] < self.cfg.patience:
+        patience = self.cfg.patience if self.cfg.keep == "best" else math.inf
+        while not finish and state["epoch"] < self.cfg.epochs and state["bad_epochs"] < patience:
             epoch = state["epoch"]
             self.headset.train()
             device = next(self.headset.parameters()).device
@@ -430,9 +440,13 @@ class Trainer:
                 bar.close()
                 return {"history": state["history"], "finished": False}
         bar.close()
-        _load_tolerant(self.headset, state["best_module"], self.checkpoint_path)
+        if self.cfg.keep == "best":
+            _load_tolerant(self.headset, state["best_module"], self.checkpoint_path)
+        elif self.ema is not None and self.ema.state is not None:
+            self.headset.load_state_dict(self.ema.state)
         self.headset.eval()
-        return {"history": state["history"], "finished": True, "best_metric": state["best_metric"]}
+        return {"history": state["history"], "finished": True, "best_metric": state["best_metric"],
+                "best_epochs": best_epochs(state["history"], state["best_metric"])}
 
     # ------------------------------------------------------- checkpoints
     def _save(self, state: dict) -> None:
@@ -480,6 +494,14 @@ def load_training_state(path: Path, fmt: str, fingerprint: str) -> dict | None:
 def resume_state(obj: dict) -> dict:
     return {"epoch": obj["epoch"], "best_metric": obj["best_metric"], "bad_epochs": obj["bad_epochs"],
             "history": json.loads(obj["history"]), "best_module": obj["best_module"], "ema": obj.get("ema")}
+
+
+def best_epochs(history: list[dict], best_metric: float) -> int:
+    """How many epochs the best validation metric took (1 for the first; 0: none was run)."""
+    for i, h in enumerate(history):
+        if h["val_metric"] == best_metric:
+            return i + 1
+    return 0
 
 
 class WeightAverage:
