@@ -770,6 +770,7 @@ def test_config_values_are_typed_and_checked_when_read():
             ("optim", {"trunk_lr": -1e-4}, "optim.trunk_lr must be a number >= 0 or null"),
             ("optim", {"batch_size": 8.5}, "optim.batch_size must be an integer"),
             ("optim", {"ema_decay": 1.0}, "optim.ema_decay must be a number in \\[0, 1\\) \\(0: off\\)"),
+            ("optim", {"keep": "final"}, "optim.keep must be one of \\('best', 'last'\\), got 'final'"),
             ("backbone", {"name": ""}, "backbone.name must be a backbone name")):
         with pytest.raises(ValueError, match=match):
             read_config({**base, section: bad})

@@ -252,6 +252,10 @@ def _check_optim(optim: dict) -> None:
             _need(_is_number(value) and value >= 0, "optim.weight_decay", "a number >= 0", value)
         elif key == "ema_decay":
             check_ema_decay(value)
+        elif key == "keep":
+            from mpa_ase.training.trainer import KEEP
+
+            _need(value in KEEP, "optim.keep", f"one of {KEEP}", value)
 
 
 def check_ema_decay(value) -> None:
