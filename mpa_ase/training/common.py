@@ -231,7 +231,8 @@ class HeadStart:
         trunk_hash = hashlib.sha1(b"".join(t.detach().double().numpy().tobytes()
                                            for t in self.trunk.state_dict().values())).hexdigest()
         key = hashlib.sha1(json.dumps({  # how the final head's epochs are set does not change the choice
-            "opts": {k: v for k, v in opts.items() if k != "epochs"}, "optim": raw.get("optim"), "head": self.head_cfg, "seed": raw.get("seed", 0),
+            "opts": {k: v for k, v in opts.items() if k != "epochs"}, "optim": raw.get("optim"),
+            "head": self.head_cfg, "seed": raw.get("seed", 0),
             "trunk": trunk_hash, "sources": sorted(self.source_heads or {}),
             "data": data_hash({self.task: TaskData(self.name, train, val, [])}),
         }, sort_keys=True, default=str).encode()).hexdigest()
@@ -241,6 +242,7 @@ class HeadStart:
                 saved = json.loads(path.read_text())
             except ValueError:
                 saved = {}
+            # a choice stored before the fold epochs were kept is scored again when they are needed
             if saved.get("key") == key and (opts["epochs"] != "cv" or "best_epochs" in saved or not saved.get("folds")):
                 return opts["candidates"][saved["chosen"]], saved
         folds = inner_folds(train, opts["folds"], self.cfg.seed)
