@@ -841,6 +841,14 @@ PROTOCOL = (
     "with the recipe's directly; early stopping on the out-of-distribution validation side is worth 11-17% of "
     "test MAE, far more than one property within the band. Not adopted; stopped after these two seeds, and "
     "seeds 52 on were run with the plain command."
+    " Result of the primary comparison on fresh OOD seeds 40-53 (48-53 added; "
+    "results/mpa_vs_direct_xdeal_fresh_summary.md, interval_clusters_ood_{mpa_cv,direct_cv}_xdeal_s40_53.md): "
+    "mpa_cv vs direct_cv -12.1% (CI -18.3 to -5.6, 20 of 30 better; seeds 48-53 -13.8, -14.7, -12.9, -17.2, "
+    "-8.9, -14.5%; the 18 windows of 14 consecutive seeds in 9-39 (results/seed_windows_mpa_vs_direct_eqtune_k14.md) "
+    "gave -13.7 to -12.1%); mpa_cv's 90% intervals 88.1% on the mean and 22 of 30 within 85-95% (coverage "
+    "averaged over seeds; 14-seed windows of 9-39: 87.9-89.6%, 19-22), pooled 22 of 30 where exact calibration "
+    "gives 26.4 (5-95%: 24-29); direct_cv 23 of 30 pooled (exact 26.7). Validation over test MAE 0.84 for "
+    "mpa_cv, 0.87 for direct_cv (330 heads)."
 )
 
 
