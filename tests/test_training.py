@@ -731,6 +731,8 @@ def test_final_head_trains_for_the_epochs_its_inner_folds_took(runs, tmp_path, m
         run_phase("posttrain", {**cfg, "head_init_cv": {"epochs": "all"}})
     with pytest.raises(ValueError, match="needs optim.keep: best"):
         run_phase("posttrain", {**cfg, "optim": {"keep": "last"}})
+    with pytest.raises(ValueError, match="cannot be combined"):
+        run_phase("posttrain", {**cfg, "output": str(tmp_path / "both"), "calibration": {"cross_fit": True}})
 
 
 def test_nested_config_typos_are_named():

@@ -372,6 +372,10 @@ def prepare_tasks(cfg: HeadPhaseConfig, phase: str, model: PhaseModel, tasks: di
     if cfg.calibration.cross_fit and len(tasks) != 1:
         raise ValueError(f"calibration.cross_fit calibrates the head of one target task (post-training); this run "
                          f"has {len(tasks)} tasks")
+    cv_opts = cv_options(cfg.raw) if cfg.head_init == "cv" else None
+    if cv_opts and cv_opts["epochs"] == "cv" and cfg.calibration.cross_fit:
+        raise ValueError("calibration.cross_fit calibrates on copies that stop early like the final head; with "
+                         "head_init_cv.epochs: cv the final head does not, so the two cannot be combined")
     prepared = PreparedTasks()
     with seeded(cfg.seed + 1):  # heads start the same in every run of this seed
         for task, samples in sorted(tasks.items()):
@@ -394,13 +398,13 @@ def prepare_tasks(cfg: HeadPhaseConfig, phase: str, model: PhaseModel, tasks: di
             start = HeadStart(cfg, task, name, meta, model.backbone.embedding_dim, head_cfg, model.trunk, cache,
                               model.heads)
             head_init, top = cfg.head_init, cfg.head_init_top
-            fresh_only = head_init == "cv" and all(c["head_init"] == "fresh" for c in cv_options(cfg.raw)["candidates"])
+            fresh_only = cv_opts is not None and all(c["head_init"] == "fresh" for c in cv_opts["candidates"])
             if head_init == "cv" and (model.heads or fresh_only):
                 if len(tasks) != 1:
                     raise ValueError("head_init: cv chooses the head start of one target task; "
                                      f"this run has {len(tasks)}")
                 candidate, prepared.cv_reports[task] = start.choose_by_cv(train, val, out, progress=run.progress)
-                if cv_options(cfg.raw)["epochs"] == "cv":
+                if cv_opts["epochs"] == "cv":
                     prepared.final_epochs = epochs_from_cv(task, prepared.cv_reports[task])
                 head_init, top = candidate["head_init"], candidate.get("head_init_top", DEFAULT_HEAD_INIT_TOP)
                 prepared.chosen = candidate
