@@ -12,8 +12,9 @@ First each head's own interval is recomputed from its stored calibration set
 early stopping where the run had one, ``calibration.fraction``; and the inner
 CV's out-of-fold ones where fewer than 10 validation compounds; the cross-fit
 predictions of the validation side where the run made them,
-``calibration.cross_fit``): q, floor and test coverage must equal the stored
-ones (checked). ``--calibrate-on validation`` instead calibrates heads that
+``calibration.cross_fit``), at the quantile level the run read
+(``calibration.selection`` raises it): q, floor and test coverage must equal
+the stored ones (checked). ``--calibrate-on validation`` instead calibrates heads that
 were cross-fit on their own validation predictions, as without the option
 (the same final heads, so the two calibrations compare paired). Then:
 
@@ -129,14 +130,16 @@ def exchange_side(line: dict) -> dict:
     return line["val"] if line.get("crossfit") else calibration_side(line)
 
 
-def calibrate(y, pred, std, extra=None) -> tuple[float, float]:
+def calibrate(y, pred, std, extra=None, level: float = LEVEL) -> tuple[float, float]:
     """(q, floor) as the heads calibrate, on these compounds and ``extra`` (a fixed
-    (y, pred, std) set added to them: the out-of-fold predictions)."""
+    (y, pred, std) set added to them: the out-of-fold predictions); ``level``: the
+    scores' quantile read (above 0.9 where the run corrected it for early
+    stopping, ``calibration.selection``)."""
     from mpa_ase.training.trainer import conformal_fit
 
     if extra is not None:
         y, pred, std = (np.concatenate([a, b]) for a, b in zip((y, pred, std), extra))
-    return conformal_fit(y, pred, std, LEVEL)
+    return conformal_fit(y, pred, std, level)
 
 
 def own_interval(line: dict, on: str = "own") -> dict:
@@ -148,7 +151,8 @@ def own_interval(line: dict, on: str = "own") -> dict:
     if "out-of-fold" in line["interval"]["calibrated_on"]:
         oof = line["out_of_fold"]
         extra = (np.asarray(oof["y"]), np.asarray(oof["pred"]), np.asarray(oof["std"]) * float(line["std_scale"]))
-    q, floor = calibrate(vy, vp, vs, extra)
+    level = line["interval"].get("selection", {}).get("level", LEVEL) if on == "own" else LEVEL
+    q, floor = calibrate(vy, vp, vs, extra, level)
     cover = float(np.mean(np.abs(ty - tp) <= q * (ts + floor)))
     stored = line["interval"]
     checks = (("q", q, stored["q"]), ("floor", floor, stored["floor"]), ("coverage", cover, stored["coverage_test"]))

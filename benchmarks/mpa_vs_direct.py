@@ -316,6 +316,10 @@ METHODS = {
     # direct_cv): early stopping on the OOD validation side pays. Not adopted
     # (results/mpa_vs_direct_ecv_fresh_summary.md)
     "mpa_cv_ecv": {**RECIPE, "head_init": "cv", "epochs": "cv", "cv_from": "mpa_cv"},
+    # mpa_cv's final head (the inner CV's choice read from mpa_cv, "cv_from"), its 90% interval read at
+    # the quantile level that a group bootstrap of the validation side finds early stopping's choice of
+    # epoch needs (calibration.selection; session 24); test MAE equal to mpa_cv's
+    "mpa_cv_sel": {**RECIPE, "head_init": "cv", "calibration": {"selection": True}, "cv_from": "mpa_cv"},
     "direct_cv_ecv": {"mid": None, "head_init": "cv", "cv": "direct", "readout": "hybrid", "epochs": "cv",
                       "cv_from": "direct_cv"},
 }
@@ -323,7 +327,7 @@ METHODS = {
 BASELINE = {"mpa_cv": "direct_cv", "mpa_cv_t": "direct_cv", "mpa_cv_frozen": "direct_cv", "mpa_cv_nodup": "direct_cv",
             "mpa_cv_novel": "direct_cv", "mpa_cv_ema": "direct_cv", "mpa_cv_aux3000": "direct_cv", "mpa_cv_m1": "direct_cv_m1",
             "mpa_cv_cal": "direct_cv_cal", "mpa_cv_xfit": "direct_cv_xfit", "mpa_cv_xfit5": "direct_cv",
-            "mpa_cv_ecv": "direct_cv_ecv"}
+            "mpa_cv_ecv": "direct_cv_ecv", "mpa_cv_sel": "direct_cv"}
 ABLATIONS = ("mpa_fresh_head", "mpa_no_computational", "mpa_other_class_only", "mpa_3_sources", "mpa_10_sources")
 READOUT_ABLATIONS = ("mpa_readout_mean", "mpa_readout_attention", "mpa_readout_sum")
 
@@ -849,6 +853,20 @@ PROTOCOL = (
     "averaged over seeds; 14-seed windows of 9-39: 87.9-89.6%, 19-22), pooled 22 of 30 where exact calibration "
     "gives 26.4 (5-95%: 24-29); direct_cv 23 of 30 pooled (exact 26.7). Validation over test MAE 0.84 for "
     "mpa_cv, 0.87 for direct_cv (330 heads)."
+    " Session 24, declared before any run of it on fresh seeds: an interval corrected for early stopping's "
+    "choice of epoch that keeps early stopping (calibration.selection; method mpa_cv_sel: mpa_cv's final head, "
+    "the inner CV's choice read from mpa_cv, its 90% interval read at the quantile level at which a bootstrap "
+    "of whole validation groups (200 draws), choosing the epoch on each draw from the epochs recorded in "
+    "training, estimates 90% coverage of the groups left out, weighed with the whole side's own coverage as "
+    "Efron's .632 estimator does; heads with under 10 validation compounds or under 5 groups stay as they "
+    "are). Its weighing was set on simulated epochs, not on benchmark data; the code ran once on the seen "
+    "OOD seeds 52 and 53 before this declaration (pooled 13 of 30 within 85-95% for both, mean 89.8% against "
+    "89.0%; test MAE equal to mpa_cv's on all 60 heads). It is run on fresh OOD seeds from 54 on with the "
+    "same command plus mpa_cv_sel, and judged against mpa_cv's intervals on the same seeds (the heads are "
+    "the same): properties within 85-95% (coverage averaged over the fresh seeds, and pooled) and the "
+    "distance of the mean coverage from 90%. It becomes the recipe's calibration only if it is better on "
+    "the count and no worse on the distance; mpa_cv vs direct_cv stays the primary comparison, and the "
+    "fresh seeds join the new-deal series."
 )
 
 

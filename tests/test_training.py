@@ -621,6 +621,71 @@ def test_cross_fit_calibration_on_the_whole_validation_side(runs, tmp_path, capl
                                "data": MID_DATA[:2], "calibration": {"cross_fit": True}}, progress=False)
 
 
+def test_selection_corrected_interval_reads_the_recorded_epochs(runs, tmp_path):
+    """calibration.selection: the head and its predictions are the plain run's;
+    the epochs recorded during training are the ones early stopping chose
+    among; q is the validation scores' quantile at the bootstrap's level,
+    recomputed here from the recorded epochs and the split's scaffolds; an
+    interrupted run resumes its recordings."""
+    import math
+
+    import numpy as np
+
+    from mpa_ase.checkpoint import read_parts, safe_load
+    from mpa_ase.data import load_source
+    from mpa_ase.training.selection import selection_level
+    from mpa_ase.training.trainer import TRAIN_FORMAT
+    from mpa_ase.validation.splits import murcko_scaffold
+
+    cfg = {**runs["base"], "split": {"kind": "scaffold", "val": 0.15, "test": 0.2},
+           "optim": {"epochs": 12, "patience": 4}, "output": str(tmp_path / "plain"), "init": runs["pre"]["model"],
+           "target": TARGET, "head_init": "fresh"}
+    plain = run_phase("posttrain", cfg, progress=False)["metrics"][TARGET["task"]]
+    scfg = {**cfg, "output": str(tmp_path / "sel"), "calibration": {"selection": True}}
+    post = run_phase("posttrain", scfg, progress=False)
+    m = post["metrics"][TARGET["task"]]
+    assert m["test_predictions"]["pred"] == plain["test_predictions"]["pred"]
+    assert m["val_predictions"] == plain["val_predictions"] and m["std_scale"] == plain["std_scale"]
+    sel, v = m["interval"]["selection"], m["val_predictions"]
+    assert m["interval"]["level"] == 0.9 and sel["level"] >= 0.9
+    # the recorded epochs: one per epoch run; the one the bootstrap's whole side picks is
+    # early stopping's, and its record is the final head's validation prediction
+    state = safe_load(tmp_path / "sel" / "checkpoint.pt", TRAIN_FORMAT)
+    history, recorded = json.loads(state["history"]), json.loads(state["val_predictions"])
+    assert len(recorded) == len(history) > sel["epoch"]
+    best = min(range(len(history)), key=lambda e: (history[e]["val_metric"], e))
+    assert sel["epoch"] == best
+    assert np.allclose(recorded[best][TARGET["task"]]["pred"], v["pred"], rtol=1e-12, atol=0)
+    # recomputed by hand from the recordings and the scaffolds of the validation side
+    smiles = {s.identity: s.smiles for s in load_source(TARGET["data"])}
+    groups = [murcko_scaffold(smiles[i]) for i in v["identity"]]
+    preds = np.array([r[TARGET["task"]]["pred"] for r in recorded])
+    stds = np.array([r[TARGET["task"]]["std"] for r in recorded])
+    again = selection_level(v["y"], preds, stds, groups, 0.9, seed=runs["base"]["seed"] + 3)
+    assert again == sel and sel["groups"] == len(set(groups)) >= 5
+    vy, vpred, vstd = (np.array(v[k]) for k in ("y", "pred", "std"))
+    floor = float(np.median(vstd))
+    scores = np.sort(np.abs(vy - vpred) / (vstd + floor))
+    k = min(len(scores), math.ceil((len(scores) + 1) * sel["level"]))
+    assert m["interval"]["q"] == pytest.approx(scores[k - 1], rel=1e-12)
+    assert m["interval"]["q"] >= plain["interval"]["q"]
+    head = read_parts(post["model"])[2][m["head"]]
+    assert float(head.interval_q) == pytest.approx(m["interval"]["q"]) and float(head.interval_level) == 0.9
+    # interrupted after 3 epochs and resumed: the same recordings, the same level
+    cut = {**scfg, "output": str(tmp_path / "cut")}
+    assert run_phase("posttrain", cut, progress=False, stop_after=3)["finished"] is False
+    resumed = run_phase("posttrain", cut, progress=False)["metrics"][TARGET["task"]]
+    assert resumed["interval"] == m["interval"]
+    # named errors: one calibration at a time; no epoch chosen, nothing to correct; typed
+    with pytest.raises(ValueError, match="choose one"):
+        run_phase("posttrain", {**scfg, "calibration": {"selection": True, "cross_fit": True}}, progress=False)
+    with pytest.raises(ValueError, match="no epoch is chosen"):
+        run_phase("posttrain", {**scfg, "output": str(tmp_path / "last"),
+                                "optim": {"epochs": 3, "keep": "last"}}, progress=False)
+    with pytest.raises(ValueError, match="calibration.selection must be true or false"):
+        run_phase("posttrain", {**scfg, "calibration": {"selection": 1}}, progress=False)
+
+
 def test_calibration_part_too_small_as_drawn_falls_back_to_validation(caplog):
     """Whole scaffolds make the two parts uneven: a part under 10 compounds as
     drawn (not as expected from the fraction) leaves calibration on the whole

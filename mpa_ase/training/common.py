@@ -310,6 +310,7 @@ class PreparedTasks:
     chosen: dict | None = None  # the head-start candidate chosen by inner CV, if any
     final_epochs: int | None = None  # set by the inner CV (head_init_cv.epochs: cv): no early stopping
     cross_fit: dict = field(default_factory=dict)  # task -> (HeadStart, candidate, the validation folds)
+    selection_seed: int | None = None  # calibration.selection: the bootstrap's seed (None: off)
 
 
 def train_and_write(cfg: dict, phase: str, model: PhaseModel, tasks: dict[str, list],
@@ -338,14 +339,21 @@ def train_and_write(cfg: dict, phase: str, model: PhaseModel, tasks: dict[str, l
     optim = post_optim(cfg, prepared.chosen)
     if prepared.final_epochs:
         optim.epochs, optim.keep = prepared.final_epochs, "last"
+    if prepared.selection_seed is not None and optim.keep == "last":
+        raise ValueError("calibration.selection corrects the interval for early stopping's choice of epoch; with "
+                         "optim.keep: last (or head_init_cv.epochs: cv) no epoch is chosen, so drop one of them")
     trainer = Trainer(headset, prepared.data, cache, optim, out, progress=run.progress,
-                      config={k: v for k, v in cfg.items() if k != "output"})
+                      config={k: v for k, v in cfg.items() if k != "output"},
+                      record_val=prepared.selection_seed is not None)
     result = trainer.fit(stop_after=run.stop_after, resume=run.resume, finish=run.finish)
     if not result["finished"]:
         return {"finished": False, "output": str(out)}
     cross = {task: cross_fit_predictions(prepared, task, t, progress=run.progress)
              for task, t in trainer.tasks.items() if task in prepared.cross_fit}
-    metrics = evaluate(headset, trainer, prepared, cross)
+    recorded = result.get("val_predictions")
+    if recorded is not None and len(recorded) != len(result["history"]):
+        recorded = None  # some epochs were run without recording (resumed from an older checkpoint)
+    metrics = evaluate(headset, trainer, prepared, cross, recorded)
     for task, t in trainer.tasks.items():
         stamp_domain(prepared.heads[t.head], task, t)
     meta = {"phase": phase, "config": dict(cfg), "data_hash": data_hash(trainer.tasks), "history": result["history"],
@@ -376,7 +384,7 @@ def prepare_tasks(cfg: HeadPhaseConfig, phase: str, model: PhaseModel, tasks: di
     if cv_opts and cv_opts["epochs"] == "cv" and cfg.calibration.cross_fit:
         raise ValueError("calibration.cross_fit calibrates on copies that stop early like the final head; with "
                          "head_init_cv.epochs: cv the final head does not, so the two cannot be combined")
-    prepared = PreparedTasks()
+    prepared = PreparedTasks(selection_seed=cfg.seed + 3 if cfg.calibration.selection else None)
     with seeded(cfg.seed + 1):  # heads start the same in every run of this seed
         for task, samples in sorted(tasks.items()):
             samples = [s for s in samples if cache.has(s)]
@@ -506,14 +514,40 @@ def cross_fit_predictions(prepared: PreparedTasks, task: str, t: TaskData, progr
     return out
 
 
-def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks, cross_fit: dict | None = None) -> dict:
+def selection_correction(prepared: PreparedTasks, trainer: Trainer, task: str, t: TaskData,
+                         val_predictions: list | None) -> dict:
+    """calibration.selection: the quantile level of the head's interval on its
+    validation side, corrected for early stopping's choice of epoch
+    (:func:`~mpa_ase.training.selection.selection_level`), or why it was left
+    uncorrected (``skipped``)."""
+    from mpa_ase.training.selection import MIN_GROUPS, recorded_epochs, selection_level
+    from mpa_ase.validation.splits import DEFAULT_THRESHOLD, group_labels
+
+    if len(t.val) < MIN_CALIBRATION:
+        return {"skipped": f"{len(t.val)} validation compounds (the inner CV's out-of-fold predictions join them)"}
+    recorded = recorded_epochs(val_predictions or [], task, len(val_predictions or []))
+    if recorded is None:
+        return {"skipped": "the run was resumed from a checkpoint without per-epoch validation predictions"}
+    record = prepared.records.get(task) or {"kind": "random"}
+    groups = group_labels(t.val, record["kind"], record.get("threshold", DEFAULT_THRESHOLD))
+    if len(set(groups)) < MIN_GROUPS:
+        return {"skipped": f"{len(set(groups))} groups on the validation side (needs {MIN_GROUPS})"}
+    head = trainer.headset.heads[t.head]
+    return selection_level([s.value for s in t.val], *recorded, groups, INTERVAL_LEVEL,
+                           log_target=head.transform.kind == "log10", seed=prepared.selection_seed)
+
+
+def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks, cross_fit: dict | None = None,
+             val_predictions: list | None = None) -> dict:
     """Per-task metrics on every side of the split, after calibrating each
     head's spread and its split-conformal interval on the cross-fit predictions
     of the validation side (``cross_fit``: task -> :func:`cross_fit_predictions`),
     the calibration set held apart (``calibration.fraction``), or else the
-    validation side (and the inner CV's out-of-fold predictions, when that is small)."""
+    validation side (and the inner CV's out-of-fold predictions, when that is
+    small), at a level corrected for early stopping under
+    ``calibration.selection`` (``val_predictions``: the trainer's per-epoch records)."""
     cross_fit = cross_fit or {}
-    calibration, intervals = {}, {}
+    calibration, intervals, selection = {}, {}, {}
     for task, t in trainer.tasks.items():
         if task in cross_fit:
             # the copies' errors over the final head's own spread: the spread
@@ -530,9 +564,12 @@ def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks, cross_
                                                        f"validation, cross-fit ({sizes})")
             continue
         calibration[t.head] = calibrate(headset, t.head, trainer.batcher, t.cal or t.val)
+        if prepared.selection_seed is not None:
+            selection[task] = selection_correction(prepared, trainer, task, t, val_predictions)
         intervals[t.head] = conformal_interval(headset, t.head, trainer.batcher, t.cal or t.val,
                                                out_of_fold=prepared.cv_reports.get(task, {}).get("out_of_fold"),
-                                               name="calibration" if t.cal else "validation")
+                                               name="calibration" if t.cal else "validation",
+                                               quantile_level=selection.get(task, {}).get("level"))
     metrics = {}
     for task, t in trainer.tasks.items():
         head = headset.heads[t.head]
@@ -550,6 +587,7 @@ def evaluate(headset: HeadSet, trainer: Trainer, prepared: PreparedTasks, cross_
             q, calibrated_on = intervals[t.head]
             evals["interval"] = {"level": float(head.interval_level), "q": q,
                                  "floor": float(head.interval_floor), "calibrated_on": calibrated_on,
+                                 **({"selection": selection[task]} if task in selection else {}),
                                  **{f"coverage_{side}": interval_coverage(
                                      head, [s.value for s in getattr(t, side)], *predictions[side])
                                     if side in predictions else None for side in ("val", "cal", "test")}}

@@ -148,20 +148,28 @@ class CalibrationSection:
     copy of the head trained with early stopping on the other folds predicts
     it, and those errors of the whole side, over the final head's spread,
     calibrate the final head (one more fit per fold; post-training of one
-    target). Neither: calibrate on the validation side early stopping used."""
+    target). ``selection``: calibrate on the validation side early stopping
+    used, at a quantile level raised for that choice of epoch
+    (:mod:`mpa_ase.training.selection`; no extra fit). None of these: calibrate
+    on the validation side early stopping used, as it is."""
 
     fraction: float = 0.0
     cross_fit: bool = False
     cross_fit_folds: int = 2
+    selection: bool = False
 
     def __post_init__(self):
         _need(_is_number(self.fraction) and 0 <= self.fraction < 1, "calibration.fraction",
               "a fraction in [0, 1)", self.fraction)
         _need(isinstance(self.cross_fit, bool), "calibration.cross_fit", "true or false", self.cross_fit)
         _int_at_least("calibration.cross_fit_folds", self.cross_fit_folds, 2)
+        _need(isinstance(self.selection, bool), "calibration.selection", "true or false", self.selection)
         if self.cross_fit and self.fraction:
             raise ValueError("calibration: cross_fit calibrates on the whole validation side and fraction sets "
                              "part of it apart; choose one")
+        if self.selection and (self.cross_fit or self.fraction):
+            raise ValueError("calibration: selection corrects an interval calibrated on the side early stopping "
+                             "read; cross_fit and fraction calibrate on predictions it did not choose; choose one")
 
 
 @dataclass(frozen=True)

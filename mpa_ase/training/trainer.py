@@ -206,7 +206,8 @@ INTERVAL_LEVEL = 0.9  # the heads' documented interval level
 
 
 def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, level: float = INTERVAL_LEVEL,
-                       out_of_fold: dict | None = None, name: str = "validation") -> tuple[float, str] | None:
+                       out_of_fold: dict | None = None, name: str = "validation",
+                       quantile_level: float | None = None) -> tuple[float, str] | None:
     """Split-conformal interval on validation samples: the head's q such that
     mean ± q·(std + floor) covers ``level`` of new data (finite-sample quantile
     of |y - mean| / (std + floor)), the floor being the median std on these
@@ -222,7 +223,9 @@ def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, l
     saw less data than the final one, their spread is put on the head's scale.
     ``name`` says what ``samples`` are (the validation side, or a calibration
     set held apart from early stopping). Returns (q, what it was calibrated
-    on), or None with under 10 scores."""
+    on), or None with under 10 scores. ``quantile_level``: the scores' quantile
+    read for the ``level`` interval where it differs (corrected for early
+    stopping, :func:`mpa_ase.training.selection.selection_level`)."""
     h = headset.heads[head]
     if h.problem != "regression":
         return None
@@ -237,12 +240,14 @@ def conformal_interval(headset: HeadSet, head: str, batcher: Batcher, samples, l
         y, mean = np.concatenate([y, oof[0]]), np.concatenate([mean, oof[1]])
         std = np.concatenate([std, oof[2] * float(h.std_scale)])
         calibrated_on = f"{name} ({len(samples)}) and inner-CV out-of-fold ({len(oof[0])})"
-    return set_conformal_interval(h, y, mean, std, level, calibrated_on)
+    return set_conformal_interval(h, y, mean, std, level, calibrated_on, quantile_level)
 
 
-def set_conformal_interval(h, y, mean, std, level: float, calibrated_on: str) -> tuple[float, str] | None:
+def set_conformal_interval(h, y, mean, std, level: float, calibrated_on: str,
+                           quantile_level: float | None = None) -> tuple[float, str] | None:
     """Fit the head's split-conformal interval (:func:`conformal_fit`) to labels and
-    predictions with the head's calibrated spread; None with under 10 scores."""
+    predictions with the head's calibrated spread; None with under 10 scores.
+    The head records ``level``; q is the scores' ``quantile_level`` quantile (default: ``level``)."""
     y, mean, std = (np.asarray(a, dtype=np.float64) for a in (y, mean, std))
     if len(y) < MIN_CALIBRATION:
         return None
@@ -250,7 +255,7 @@ def set_conformal_interval(h, y, mean, std, level: float, calibrated_on: str) ->
     if bad:
         raise ValueError(f"head {h.name}: {bad} of {len(y)} calibration predictions or labels are not finite "
                          f"({calibrated_on}); the head or a fold diverged, so no interval can be set")
-    q, floor = conformal_fit(y, mean, std, level)
+    q, floor = conformal_fit(y, mean, std, level if quantile_level is None else quantile_level)
     h.set_interval(q, level, floor)
     return q, calibrated_on
 
@@ -300,8 +305,12 @@ def data_hash(tasks: dict[str, TaskData]) -> str:
 
 class Trainer:
     def __init__(self, headset: HeadSet, tasks: dict[str, TaskData], cache: EmbeddingCache, optim: OptimConfig,
-                 out_dir: str | Path, *, progress: bool = True, config: dict | None = None, checkpoint: bool = True):
+                 out_dir: str | Path, *, progress: bool = True, config: dict | None = None, checkpoint: bool = True,
+                 record_val: bool = False):
         self.headset = headset
+        # True: every epoch's validation means and spreads are kept (checkpointed), for
+        # calibration.selection to correct the interval for early stopping's choice
+        self.record_val = record_val
         self.tasks = {name: t for name, t in tasks.items() if t.train}
         if not self.tasks:
             raise ValueError("no task has training samples")
@@ -377,12 +386,15 @@ class Trainer:
         return value
 
     @torch.no_grad()
-    def validation(self) -> tuple[float, dict[str, float]]:
-        """Mean standardised validation MAE over tasks, and the physical MAE of each."""
+    def validation(self, recorded: dict | None = None) -> tuple[float, dict[str, float]]:
+        """Mean standardised validation MAE over tasks, and the physical MAE of each;
+        each task's means and spreads go into ``recorded`` when given."""
         scores, maes = [], {}
         for name, t in self.tasks.items():
             samples = t.val or t.train
-            mean, _ = predict(self.headset, t.head, self.batcher, samples)
+            mean, std = predict(self.headset, t.head, self.batcher, samples)
+            if recorded is not None:
+                recorded[name] = {"pred": mean.tolist(), "std": std.tolist()}
             y = np.array([s.value for s in samples])
             mae = float(np.mean(np.abs(mean - y)))
             maes[name] = mae
@@ -409,7 +421,8 @@ class Trainer:
                 fit_transform(self.headset.heads[t.head], t.train)
             dist.broadcast_parameters(self.headset)
             state = {"epoch": 0, "best_metric": math.inf, "bad_epochs": 0, "history": [],
-                     "best_module": copy.deepcopy(self.headset.state_dict()), "ema": None}
+                     "best_module": copy.deepcopy(self.headset.state_dict()), "ema": None,
+                     "val_predictions": [] if self.record_val else None}
         self.ema = WeightAverage(self.cfg.ema_decay, state.get("ema")) if self.cfg.ema_decay else None
         done_here = 0
         bar = tqdm(total=self.cfg.epochs, initial=state["epoch"], desc="training",
@@ -421,8 +434,9 @@ class Trainer:
             device = next(self.headset.parameters()).device
             with seeded(self.cfg.seed * 100_003 + epoch + 7919 * self.rank, device):  # dropout's stream
                 losses = [self._step(b) for b in self.epoch_plan(epoch)]
+            recorded = {} if self.record_val and state.get("val_predictions") is not None else None
             with WeightAverage.validated(self.ema, self.headset, state):
-                metric, maes = dist.broadcast_object(self.validation() if self.rank == 0 else None)
+                metric, maes = dist.broadcast_object(self.validation(recorded) if self.rank == 0 else None)
                 if metric < state["best_metric"] - 1e-9:
                     state["best_metric"] = metric
                     state["bad_epochs"] = 0
@@ -431,6 +445,8 @@ class Trainer:
                     state["bad_epochs"] += 1
             state["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_metric": metric,
                                      "val_mae": maes})
+            if recorded is not None:
+                state["val_predictions"].append(recorded)
             state["epoch"] = epoch + 1
             self._save(state)
             bar.update(1)
@@ -446,7 +462,8 @@ class Trainer:
             self.headset.load_state_dict(self.ema.state)
         self.headset.eval()
         return {"history": state["history"], "finished": True, "best_metric": state["best_metric"],
-                "best_epochs": best_epochs(state["history"], state["best_metric"])}
+                "best_epochs": best_epochs(state["history"], state["best_metric"]),
+                **({"val_predictions": state.get("val_predictions")} if self.record_val else {})}
 
     # ------------------------------------------------------- checkpoints
     def _save(self, state: dict) -> None:
@@ -475,6 +492,7 @@ def save_training_state(path: Path, fmt: str, fingerprint: str, module: nn.Modul
         "best_metric": state["best_metric"], "bad_epochs": state["bad_epochs"],
         "history": json.dumps(state["history"]),
         **({"ema": state["ema"]} if state.get("ema") is not None else {}),
+        **({"val_predictions": json.dumps(state["val_predictions"])} if state.get("val_predictions") else {}),
     }, path)
 
 
@@ -493,7 +511,8 @@ def load_training_state(path: Path, fmt: str, fingerprint: str) -> dict | None:
 
 def resume_state(obj: dict) -> dict:
     return {"epoch": obj["epoch"], "best_metric": obj["best_metric"], "bad_epochs": obj["bad_epochs"],
-            "history": json.loads(obj["history"]), "best_module": obj["best_module"], "ema": obj.get("ema")}
+            "history": json.loads(obj["history"]), "best_module": obj["best_module"], "ema": obj.get("ema"),
+            "val_predictions": json.loads(obj["val_predictions"]) if "val_predictions" in obj else None}
 
 
 def best_epochs(history: list[dict], best_metric: float) -> int:

@@ -146,6 +146,17 @@ def _clusters(samples, groups: dict, kind: str, threshold: float) -> dict:
     return clusters
 
 
+def group_labels(samples, kind: str, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
+    """Each sample's group as a split of ``kind`` keeps groups together (its
+    scaffold, chemical system, column signature or redundancy component; the
+    identity itself for random and forward splits)."""
+    if kind not in SPLITS:
+        raise ValueError(f"unknown split {kind!r}; choose from {SPLITS}")
+    label = {i: str(key) for key, ids in _clusters(samples, _identities(samples), kind, threshold).items()
+             for i in ids}
+    return [label[s.identity] for s in samples]
+
+
 def split(samples, kind: str = "random", val: float = 0.1, test: float = 0.2, seed: int = 0,
           threshold: float = DEFAULT_THRESHOLD) -> tuple[set[str], set[str], set[str]]:
     """Identity sets (train, val, test).
