@@ -684,6 +684,9 @@ def test_selection_corrected_interval_reads_the_recorded_epochs(runs, tmp_path):
                                 "optim": {"epochs": 3, "keep": "last"}}, progress=False)
     with pytest.raises(ValueError, match="calibration.selection must be true or false"):
         run_phase("posttrain", {**scfg, "calibration": {"selection": 1}}, progress=False)
+    with pytest.raises(ValueError, match="one target task"):
+        run_phase("midtrain", {**runs["base"], "output": str(tmp_path / "mid"), "init": runs["pre"]["model"],
+                               "data": MID_DATA[:2], "calibration": {"selection": True}}, progress=False)
 
 
 def test_calibration_part_too_small_as_drawn_falls_back_to_validation(caplog):

@@ -380,6 +380,10 @@ def prepare_tasks(cfg: HeadPhaseConfig, phase: str, model: PhaseModel, tasks: di
     if cfg.calibration.cross_fit and len(tasks) != 1:
         raise ValueError(f"calibration.cross_fit calibrates the head of one target task (post-training); this run "
                          f"has {len(tasks)} tasks")
+    if cfg.calibration.selection and len(tasks) != 1:
+        # the bootstrap chooses each draw's epoch on one task's errors; with several the run chose on their mean
+        raise ValueError(f"calibration.selection corrects the interval of one target task (post-training); this "
+                         f"run has {len(tasks)} tasks")
     cv_opts = cv_options(cfg.raw) if cfg.head_init == "cv" else None
     if cv_opts and cv_opts["epochs"] == "cv" and cfg.calibration.cross_fit:
         raise ValueError("calibration.cross_fit calibrates on copies that stop early like the final head; with "
