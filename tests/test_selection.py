@@ -79,8 +79,9 @@ def test_selection_reads_log_errors_for_a_log_target_and_draws_whole_groups():
 
 def test_recorded_epochs_need_every_epoch():
     history = [{"a": {"pred": [1.0, 2.0], "std": [0.1, 0.2]}} for _ in range(3)]
-    preds, stds = recorded_epochs(history, "a", 3)
+    preds, stds = recorded_epochs(history, "a")
     assert preds.shape == stds.shape == (3, 2)
-    assert recorded_epochs(history, "a", 4) is None
-    assert recorded_epochs(history, "b", 3) is None
+    assert recorded_epochs(history + [{"b": {"pred": [1.0, 2.0], "std": [0.1, 0.2]}}], "a") is None
+    assert recorded_epochs(history, "b") is None
+    assert recorded_epochs([], "a") is None
     assert math.isclose(stds[2, 1], 0.2)

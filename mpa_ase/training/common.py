@@ -350,10 +350,8 @@ def train_and_write(cfg: dict, phase: str, model: PhaseModel, tasks: dict[str, l
         return {"finished": False, "output": str(out)}
     cross = {task: cross_fit_predictions(prepared, task, t, progress=run.progress)
              for task, t in trainer.tasks.items() if task in prepared.cross_fit}
-    recorded = result.get("val_predictions")
-    if recorded is not None and len(recorded) != len(result["history"]):
-        recorded = None  # some epochs were run without recording (resumed from an older checkpoint)
-    metrics = evaluate(headset, trainer, prepared, cross, recorded)
+    # the resume fingerprint holds the config and the code, so a run with the option records from epoch 0
+    metrics = evaluate(headset, trainer, prepared, cross, result.get("val_predictions"))
     for task, t in trainer.tasks.items():
         stamp_domain(prepared.heads[t.head], task, t)
     meta = {"phase": phase, "config": dict(cfg), "data_hash": data_hash(trainer.tasks), "history": result["history"],
@@ -529,9 +527,9 @@ def selection_correction(prepared: PreparedTasks, trainer: Trainer, task: str, t
 
     if len(t.val) < MIN_CALIBRATION:
         return {"skipped": f"{len(t.val)} validation compounds (the inner CV's out-of-fold predictions join them)"}
-    recorded = recorded_epochs(val_predictions or [], task, len(val_predictions or []))
+    recorded = recorded_epochs(val_predictions or [], task)
     if recorded is None:
-        return {"skipped": "the run was resumed from a checkpoint without per-epoch validation predictions"}
+        return {"skipped": "no per-epoch validation predictions were recorded for it"}
     record = prepared.records.get(task) or {"kind": "random"}
     groups = group_labels(t.val, record["kind"], record.get("threshold", DEFAULT_THRESHOLD))
     if len(set(groups)) < MIN_GROUPS:

@@ -68,9 +68,7 @@ def selection_level(y, preds, stds, groups, level: float = 0.9, log_target: bool
         inside = np.concatenate([by_group[g] for g in drawn])
         outside = np.concatenate([by_group[g] for g in left])
         epoch = int(np.argmin(err[:, inside].mean(axis=1)))
-        std = stds[epoch]
-        floor = float(np.median(std[inside]))
-        score = np.abs(y - preds[epoch]) / np.clip(std + floor, 1e-12, None)
+        score = _scores(y, preds[epoch], stds[epoch], float(np.median(stds[epoch][inside])))
         q = _quantiles(score[inside], levels)
         covered += (score[outside][None, :] <= q[:, None]).sum(axis=1)
         total += len(outside)
@@ -82,8 +80,7 @@ def selection_level(y, preds, stds, groups, level: float = 0.9, log_target: bool
     # side's own coverage (on 5 simulated settings, tests/test_selection.py's kind, it came within 3
     # points of the test coverage of the plain interval, where left-out coverage alone was 0-7 points low)
     best = int(np.argmin(err.mean(axis=1)))
-    floor = float(np.median(stds[best]))
-    score = np.abs(y - preds[best]) / np.clip(stds[best] + floor, 1e-12, None)
+    score = _scores(y, preds[best], stds[best], float(np.median(stds[best])))
     q = _quantiles(score, levels)
     apparent = (score[None, :] <= q[:, None]).mean(axis=1)
     coverage = OOB_WEIGHT * left_out + (1 - OOB_WEIGHT) * apparent
@@ -94,6 +91,11 @@ def selection_level(y, preds, stds, groups, level: float = 0.9, log_target: bool
             "replicates": int(replicates)}
 
 
+def _scores(y, pred, std, floor: float) -> np.ndarray:
+    """Conformal scores |y - mean| / (std + floor), as :func:`~mpa_ase.training.trainer.conformal_fit` scores."""
+    return np.abs(y - pred) / np.clip(std + floor, 1e-12, None)
+
+
 def _quantiles(scores, levels) -> np.ndarray:
     """Split-conformal quantiles (the ceil((n + 1)·level)-th smallest score) at each level."""
     ranked = np.sort(scores)
@@ -101,11 +103,11 @@ def _quantiles(scores, levels) -> np.ndarray:
     return ranked[np.minimum(n, np.ceil((n + 1) * levels).astype(int)) - 1]  # as conformal_quantile rounds
 
 
-def recorded_epochs(history: list[dict], task: str, n_epochs: int) -> tuple[np.ndarray, np.ndarray] | None:
+def recorded_epochs(history: list[dict], task: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(epochs, n) validation means and spreads of ``task`` from a training run's
-    per-epoch records; None when some epoch lacks them (a run resumed from a
-    checkpoint written without them)."""
-    if len(history) != n_epochs or n_epochs == 0 or any(task not in h for h in history):
+    per-epoch records (one per epoch run); None when there are none or some
+    epoch lacks the task."""
+    if not history or any(task not in h for h in history):
         return None
     return (np.array([h[task]["pred"] for h in history], dtype=np.float64),
             np.array([h[task]["std"] for h in history], dtype=np.float64))
