@@ -881,6 +881,10 @@ PROTOCOL = (
     "-13.3 to -12.5%); mpa_cv's 90% intervals 88.1% on the mean and 25 of 30 within 85-95%, averaged over "
     "seeds and pooled alike (20-seed windows of 9-39: 88.3-88.7%, 20-22), where exact calibration gives 27.1 "
     "pooled (5-95%: 25-29); direct_cv 23 of 30 pooled (exact 27.2)."
+    " Session 25, nothing changed in code or recipe: seeds 58 and 59 were resumed with the plain command "
+    "(mpa_cv, direct_cv, ridge; their mpa_cv_sel lines, 14 of 30 targets, are not reported), and fresh OOD "
+    "seeds from 60 on are run with the same command, as many as the session allows, every one of them "
+    "reported with seeds 40-59 and judged as in session 22."
 )
 
 
