@@ -165,6 +165,10 @@ AUX = [
 MID_EMA_DECAY = 0.99
 AUX_CAP_LARGE = 3000  # samples per auxiliary task of mid-training "aux3000"
 RECIPE = {"mid": "mpa", "head_init": "correlated", "top": 3, "readout": "hybrid"}
+TRUNK = {"hidden": 128, "depth": 2}  # the shared trunk of every method unless it says otherwise
+# Declared in session 25 before any run of it (see PROTOCOL): a 4x wider trunk with one more block,
+# mid-trained (mpa_wide: the recipe's head start, no inner CV) and fresh (direct_wide) alike
+WIDE_TRUNK = {"hidden": 512, "depth": 3}
 METHODS = {
     "direct": {"mid": None, "head_init": "fresh", "readout": "hybrid"},
     "mpa": RECIPE,
@@ -320,6 +324,8 @@ METHODS = {
     # the quantile level that a group bootstrap of the validation side finds early stopping's choice of
     # epoch needs (calibration.selection; session 24); test MAE equal to mpa_cv's
     "mpa_cv_sel": {**RECIPE, "head_init": "cv", "calibration": {"selection": True}, "cv_from": "mpa_cv"},
+    "mpa_wide": {**RECIPE, "mid": "wide", "trunk": WIDE_TRUNK},
+    "direct_wide": {"mid": None, "head_init": "fresh", "readout": "hybrid", "trunk": WIDE_TRUNK},
     "direct_cv_ecv": {"mid": None, "head_init": "cv", "cv": "direct", "readout": "hybrid", "epochs": "cv",
                       "cv_from": "direct_cv"},
 }
@@ -327,7 +333,7 @@ METHODS = {
 BASELINE = {"mpa_cv": "direct_cv", "mpa_cv_t": "direct_cv", "mpa_cv_frozen": "direct_cv", "mpa_cv_nodup": "direct_cv",
             "mpa_cv_novel": "direct_cv", "mpa_cv_ema": "direct_cv", "mpa_cv_aux3000": "direct_cv", "mpa_cv_m1": "direct_cv_m1",
             "mpa_cv_cal": "direct_cv_cal", "mpa_cv_xfit": "direct_cv_xfit", "mpa_cv_xfit5": "direct_cv",
-            "mpa_cv_ecv": "direct_cv_ecv", "mpa_cv_sel": "direct_cv"}
+            "mpa_cv_ecv": "direct_cv_ecv", "mpa_cv_sel": "direct_cv", "mpa_wide": "direct_wide"}
 ABLATIONS = ("mpa_fresh_head", "mpa_no_computational", "mpa_other_class_only", "mpa_3_sources", "mpa_10_sources")
 READOUT_ABLATIONS = ("mpa_readout_mean", "mpa_readout_attention", "mpa_readout_sum")
 
@@ -526,9 +532,9 @@ def main() -> None:
             mid_samples, removed = leakage_guard(aux, protected)
             mids = {}
 
-            def midtrain(name, samples, run_seed=seed, optim=None):
+            def midtrain(name, samples, run_seed=seed, optim=None, trunk_cfg=None):
                 torch.manual_seed(run_seed)
-                trunk = Trunk(backbone.embedding_dim, hidden=128, depth=2)
+                trunk = Trunk(backbone.embedding_dim, **(trunk_cfg or TRUNK))
                 cfg = {"output": str(work / f"{kind}_s{seed}" / f"mid_{name}"), "seed": run_seed,
                        "cache_dir": cache_dir, "split": {"kind": "random", "val": 0.1, "test": 0.0001, "seed": run_seed},
                        "optim": {**mid_optim, **(optim or {})}}
@@ -558,6 +564,8 @@ def main() -> None:
                       f"{len(large)} samples ({removed_l} removed by the leakage guard)", flush=True)
             if "ema" in needed:
                 mids["ema"] = midtrain("ema", mid_samples, optim={"ema_decay": MID_EMA_DECAY})
+            if "wide" in needed:
+                mids["wide"] = midtrain("wide", mid_samples, trunk_cfg=WIDE_TRUNK)
             for member in sorted({METHODS[m].get("member", 0) for m in extra_methods} - {0}):
                 if f"mpa#{member}" in needed:
                     mids[f"mpa#{member}"] = midtrain(f"all_member{member}", mid_samples, member_seed(seed, member))
@@ -618,7 +626,8 @@ def main() -> None:
                     trunk0, mid_heads = mids[mid_key] if mid_key is not None else (None, None)
                     run_seed = member_seed(seed, how.get("member", 0))
                     torch.manual_seed(run_seed)
-                    trunk = copy.deepcopy(trunk0) if trunk0 is not None else Trunk(backbone.embedding_dim, 128, 2)
+                    trunk = (copy.deepcopy(trunk0) if trunk0 is not None
+                             else Trunk(backbone.embedding_dim, **how.get("trunk", TRUNK)))
                     optim = {**post_optim, **({"trunk_lr": how["trunk_lr"]} if "trunk_lr" in how else {})}
                     cfg = {"output": str(work / f"{kind}_s{seed}" / "post" / f"{task.replace(' ', '_')}_{method}"),
                            "seed": run_seed, "cache_dir": cache_dir, "split": sc, "optim": optim,
@@ -884,7 +893,14 @@ PROTOCOL = (
     " Session 25, nothing changed in code or recipe: seeds 58 and 59 were resumed with the plain command "
     "(mpa_cv, direct_cv, ridge; their mpa_cv_sel lines, 14 of 30 targets, are not reported), and fresh OOD "
     "seeds from 60 on are run with the same command, as many as the session allows, every one of them "
-    "reported with seeds 40-59 and judged as in session 22."
+    "reported with seeds 40-59 and judged as in session 22. Then, declared before any run of it: a wider "
+    "trunk (mpa_wide and direct_wide: hidden 512 and 3 blocks instead of 128 and 2, mid-trained on the same "
+    "samples with the same settings for mpa_wide, fresh for direct_wide; the recipe's head start correlated "
+    "top 3 without inner CV, so one fit per target on each side) is run on fresh OOD seeds from 61 on with "
+    "the same command plus mpa_wide,direct_wide, and on seed 60 after its plain run. Judged by mpa_wide vs "
+    "direct_wide against mpa vs direct (the same single fits on the recipe's trunk) on the same seeds; a "
+    "secondary comparison that changes nothing in this session: if it is better by 2 points or more, its "
+    "inner-CV version is the next candidate for the recipe, to be declared and run on fresh seeds."
 )
 
 
