@@ -900,7 +900,15 @@ PROTOCOL = (
     "the same command plus mpa_wide,direct_wide, and on seed 60 after its plain run. Judged by mpa_wide vs "
     "direct_wide against mpa vs direct (the same single fits on the recipe's trunk) on the same seeds; a "
     "secondary comparison that changes nothing in this session: if it is better by 2 points or more, its "
-    "inner-CV version is the next candidate for the recipe, to be declared and run on fresh seeds."
+    "inner-CV version is the next candidate for the recipe, to be declared and run on fresh seeds. "
+    "Result on fresh OOD seeds 60 and 61 (results/mpa_vs_direct_wide_fresh_summary.md): mpa_wide vs direct_wide "
+    "-8.4% (seeds 60, 61: -5.0, -11.7%) against mpa vs direct -11.7% (-13.1, -10.4%); the wide trunk made the "
+    "mid-trained heads worse (mpa_wide vs mpa +4.6, +3.1%) and direct fine-tuning no better (+0.3% vs direct): "
+    "not a lead. Result of the primary comparison on fresh OOD seeds 40-61 (58-61 added; "
+    "results/mpa_vs_direct_xdeal_fresh_summary.md, interval_clusters_ood_{mpa_cv,direct_cv}_xdeal_s40_61.md): "
+    "mpa_cv vs direct_cv -12.2% (CI -18.5 to -5.6, 21 of 30 better; seeds 58-61 -13.3, -14.5, -13.6, -15.0%); "
+    "mpa_cv's 90% intervals 88.5% on the mean, 25 of 30 within 85-95% pooled over seeds (24 averaged over "
+    "seeds), where exact calibration gives 27.5 pooled (5-95%: 26-29); direct_cv 24 of 30 pooled (exact 27.5)."
 )
 
 
