@@ -87,15 +87,10 @@ def test_matches_vesin(backend, system):
     _check_against_vesin(system, backend)
 
 
-# Triton runs in its interpreter on the CPU (~0.13 s a system: 2,000 systems took
-# 260-350 s, the suite's slowest test), so each system's list is computed once and
-# checked against both references, on the first quarter of the systems the CPU
-# backends see: the wrapping (torch_ref.wrap_positions) and bin grid (geometry.bin_grid)
-# it shares with them get all 2,000 there, its kernel these 500
-N_TRITON_CASES = 500
-
-
-@settings(max_examples=N_TRITON_CASES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+# Triton runs in its interpreter on the CPU (~0.13 s a system, most of the
+# suite's neighbour-list time), so each system's list is computed once and
+# checked against both references
+@settings(max_examples=N_CASES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(system=systems())
 def test_triton_matches_ase_and_vesin(system):
     _need("triton")
