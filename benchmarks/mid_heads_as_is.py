@@ -71,15 +71,18 @@ def main() -> None:
         for text in (run / "records.jsonl").read_text().splitlines():
             if text.strip():
                 r = json.loads(text)
-                recs[(r["property"], r["method"])] = r  # the last record of a head wins, as in the benchmark
+                recs.setdefault((r["property"], r["method"]), r)  # the first record of a head wins, as in --merge
         splits = json.loads((folders[0] / "splits.json").read_text())["targets"]
         _, trunk, heads, _ = read_parts(folders[0] / "mid_all" / "model.pt")
         headset = HeadSet(trunk, heads)
         for task, samples in targets.items():
             samples = [s for s in samples if cache.has(s)]
-            rel = related_head(heads, samples[0].property)
             if (task, "mpa_cv") not in recs:
                 continue
+            if (task, "direct_cv") not in recs or "val_mae" not in recs[(task, "mpa_cv")]:
+                raise SystemExit(f"{run}: {task} has an mpa_cv record but no direct_cv record or no validation "
+                                 "MAE; run the benchmark with --methods mpa_cv,direct_cv first")
+            rel = related_head(heads, samples[0].property)
             line = {"property": task, "seed": seed, "source_head": rel.name if rel else None,
                     "mpa_cv_test_mae": recs[(task, "mpa_cv")]["mae"], "mpa_cv_val_mae": recs[(task, "mpa_cv")]["val_mae"],
                     "direct_cv_test_mae": recs[(task, "direct_cv")]["mae"]}

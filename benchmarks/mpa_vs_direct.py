@@ -446,13 +446,17 @@ def main() -> None:
     ap.add_argument("--ablation-splits", default="ood", help="full mode: comma-separated split kinds for ablations")
     ap.add_argument("--name", default=None, help="results file prefix (default mpa_vs_direct[_quick])")
     ap.add_argument("--methods", default="", help=f"comma-separated extra methods to run, of {sorted(METHODS)}")
+    ap.add_argument("--drop-partial", action="store_true",
+                    help="with --merge: leave out a method on a seed where it ran on fewer targets than direct")
     args = ap.parse_args()
     extra_methods = tuple(m for m in args.methods.split(",") if m)
     unknown = set(extra_methods) - set(METHODS)
     if unknown:
         ap.error(f"unknown method(s) {sorted(unknown)}; known: {sorted(METHODS)}")
+    if args.drop_partial and not args.merge:
+        ap.error("--drop-partial only applies to --merge")
     if args.merge:
-        merge(args.merge, args.name)
+        merge(args.merge, args.name, drop_partial=args.drop_partial)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -891,7 +895,8 @@ PROTOCOL = (
     "seeds and pooled alike (20-seed windows of 9-39: 88.3-88.7%, 20-22), where exact calibration gives 27.1 "
     "pooled (5-95%: 25-29); direct_cv 23 of 30 pooled (exact 27.2)."
     " Session 25, nothing changed in code or recipe: seeds 58 and 59 were resumed with the plain command "
-    "(mpa_cv, direct_cv, ridge; their mpa_cv_sel lines, 14 of 30 targets, are not reported), and fresh OOD "
+    "(mpa_cv, direct_cv, ridge; their mpa_cv_sel lines, 15 and 14 of 30 targets, are left out of the report "
+    "with --merge --drop-partial), and fresh OOD "
     "seeds from 60 on are run with the same command, as many as the session allows, every one of them "
     "reported with seeds 40-59 and judged as in session 22. Then, declared before any run of it: a wider "
     "trunk (mpa_wide and direct_wide: hidden 512 and 3 blocks instead of 128 and 2, mid-trained on the same "
@@ -1032,12 +1037,27 @@ def report(records: list[dict], quick: bool, extra: dict, name: str | None = Non
     plots(records, n_aux_tasks=extra.get("n_aux_tasks", 44), prefix=name)
 
 
-def merge(paths: list[str], name: str | None = None) -> None:
+def without_partial_methods(records: list[dict]) -> tuple[list[dict], list[str]]:
+    """The records without those of a method on a split and seed where it ran on
+    other targets than direct fine-tuning did (a variant stopped part-way), and
+    a line for each method and seed left out."""
+    ran = defaultdict(set)
+    for r in records:
+        ran[(r["split"], r["seed"], r["method"])].add(r["property"])
+    partial = {k for k in ran if ran[k] != ran.get((k[0], k[1], "direct"), ran[k])}
+    lines = [f"{method} [{split}, seed {seed}], {len(ran[(split, seed, method)])} of "
+             f"{len(ran[(split, seed, 'direct')])} targets" for split, seed, method in sorted(partial)]
+    return [r for r in records if (r["split"], r["seed"], r["method"]) not in partial], lines
+
+
+def merge(paths: list[str], name: str | None = None, drop_partial: bool = False) -> None:
     """Report from the records.jsonl of several runs (e.g. the main comparison and
     an ablation run done in parallel); the first file wins on duplicates.
     ``PATH:SUFFIX`` appends SUFFIX to that file's method names except direct
     (whose runs do not depend on mid-training), to report a run with other
-    mid-training data beside the main one."""
+    mid-training data beside the main one. ``drop_partial``: leave out a method's
+    records of a split and seed where it did not run on every target that direct
+    fine-tuning ran on (a variant stopped part-way)."""
     seen, records = set(), []
     for entry in paths:
         path, _, suffix = entry.partition(":")
@@ -1050,6 +1070,10 @@ def merge(paths: list[str], name: str | None = None) -> None:
                 if key not in seen:
                     seen.add(key)
                     records.append(r)
+    if drop_partial:
+        records, left_out = without_partial_methods(records)
+        for line in left_out:
+            print("left out: " + line, flush=True)
     files = [(Path(e.partition(":")[0]).with_name(PREDICTIONS), e.partition(":")[2]) for e in paths]
     report(records, quick=False, extra={"merged_from": paths, "protocol": PROTOCOL}, name=name,
            predictions=read_predictions(files, records))

@@ -124,3 +124,19 @@ def test_auxiliary_samples_refuses_a_bad_cap_before_loading_anything():
     for cap in (0, -5, 2.5, True, "1000"):
         with pytest.raises(ValueError, match="samples per auxiliary task"):
             mvd.auxiliary_samples(cap, {})
+
+
+def test_partial_methods_are_left_out_per_seed_only():
+    from mpa_vs_direct import without_partial_methods
+
+    def rec(prop, seed, method):
+        return {"property": prop, "split": "ood", "seed": seed, "method": method, "mae": 1.0}
+
+    full = [rec(p, s, m) for s in (1, 2) for p in ("a", "b", "c") for m in ("direct", "mpa_cv")]
+    sel = [rec(p, 1, "mpa_cv_sel") for p in ("a", "b", "c")] + [rec("a", 2, "mpa_cv_sel")]
+    kept, left_out = without_partial_methods(full + sel)
+    # seed 2 ran the variant on one target of three: that seed's lines go, seed 1's stay whole
+    assert sorted((r["seed"], r["property"]) for r in kept if r["method"] == "mpa_cv_sel") == [(1, "a"), (1, "b"), (1, "c")]
+    assert [r for r in kept if r["method"] != "mpa_cv_sel"] == full
+    assert left_out == ["mpa_cv_sel [ood, seed 2], 1 of 3 targets"]
+    assert without_partial_methods(full) == (full, [])
